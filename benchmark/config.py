@@ -1,0 +1,174 @@
+"""Typed configuration of a run: plain dataclasses, usable without Hydra.
+
+The Hydra runners register these as the schema of ``conf/`` so a misspelt key or a value of
+the wrong type fails at start with the key named. Closed choices are enums; OmegaConf
+accepts their names from YAML and the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+
+class Profile(str, Enum):
+    """Fidelity profile for the paper-versus-code conflicts of PROTOCOL.md."""
+
+    paper = "paper"
+    code = "code"
+
+
+class Order(str, Enum):
+    cascading = "cascading"
+    independent = "independent"
+    bottom_up = "bottom_up"
+
+
+class Reinit(str, Enum):
+    """How a randomized unit's parameters are redrawn."""
+
+    layer_default = "layer_default"  # each layer's own initializer (the paper's code)
+    truncated_normal = "truncated_normal"  # N(0, std) truncated at 2 std (the paper's text)
+    uniform = "uniform"  # U(-a, a) with the variance of N(0, std^2)
+
+
+class BatchNormStats(str, Enum):
+    keep = "keep"  # running statistics stay as trained (the paper: they were not trainable)
+    reset = "reset"  # running mean 0, variance 1
+
+
+class Target(str, Enum):
+    predicted = "predicted"  # argmax of the model being explained, recomputed per stage
+    original_prediction = "original_prediction"  # argmax of the trained model, fixed
+    label = "label"  # the data set's label
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class SsimWindow(str, Enum):
+    gaussian = "gaussian"  # scikit-image Gaussian window, sd 1.5 (the paper's code)
+    window5 = "window5"  # uniform 5x5 window (the paper's text)
+
+
+class Correlation(str, Enum):
+    spearman = "spearman"
+    pearson = "pearson"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn"
+    # Path of a state dict to load instead of training (None: train, or load from the cache).
+    weights: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = None
+    download: bool = False
+    # Held-out fraction carved from the data when the set has no split of its own.
+    holdout_fraction: float = 0.2
+    split_seed: int = 0
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 15
+    batch_size: int = 50
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class RandomizationConfig:
+    order: Order = Order.cascading
+    # Units to randomize, by name (None: every unit the architecture declares).
+    units: Optional[List[str]] = None
+    # None: the profile decides (paper: truncated_normal, code: layer_default).
+    reinit: Optional[Reinit] = None
+    std: float = 0.01
+    batchnorm_stats: BatchNormStats = BatchNormStats.keep
+
+
+@dataclass
+class SimilarityConfig:
+    metrics: List[str] = field(default_factory=lambda: ["spearman_abs", "spearman", "ssim", "hog"])
+    # None: the profile decides (paper: window5 and pearson, code: gaussian and spearman).
+    ssim_window: Optional[SsimWindow] = None
+    hog_correlation: Optional[Correlation] = None
+    # None: 16 pixels (the paper's code) when the map has at least 4 such cells a side,
+    # else a quarter of the map's shorter side.
+    hog_pixels_per_cell: Optional[int] = None
+    hog_cells_per_block: int = 2
+    percentile: float = 99.0
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything that defines one run of a sanity check."""
+
+    test: str = "model_randomization"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    # Method name -> its settings; the order is the order of tables and figures.
+    method: Dict[str, Any] = field(default_factory=dict)
+    # Settings applied to a method only if the run selects it (experiment configs use this so
+    # that ``method=[...]`` on the command line still decides which methods run).
+    method_settings: Dict[str, Any] = field(default_factory=dict)
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    profile: Profile = Profile.paper
+    target: Target = Target.predicted
+    n_images: int = 32
+    seed: int = 0
+    device: Device = Device.auto
+    # Bytes of activations one forward/backward chunk may hold, in MiB.
+    memory_budget_mb: int = 1024
+    # Maps of the first images kept in maps.npz for figures and re-checks.
+    n_saved_images: int = 8
+    # Images shown in the report's grid of maps.
+    n_figure_images: int = 3
+    results_root: str = "results"
+    cache_dir: Optional[str] = None  # None: <results_root>/.cache
+    overwrite: bool = False
+    progress: bool = True
+    num_threads: Optional[int] = None
+
+
+# Keys that do not change a run's results: left out of the run id.
+NON_RESULT_KEYS = frozenset(
+    {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb",
+     "n_figure_images"}
+)
+
+PROFILES: dict[Profile, dict[str, Any]] = {
+    Profile.paper: {
+        "reinit": Reinit.truncated_normal,
+        "ssim_window": SsimWindow.window5,
+        "hog_correlation": Correlation.pearson,
+    },
+    Profile.code: {
+        "reinit": Reinit.layer_default,
+        "ssim_window": SsimWindow.gaussian,
+        "hog_correlation": Correlation.spearman,
+    },
+}
+
+
+def resolve_profile(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Fill every setting left at None with the profile's value (in place, returned)."""
+    values = PROFILES[Profile(cfg.profile)]
+    if cfg.randomization.reinit is None:
+        cfg.randomization.reinit = values["reinit"]
+    if cfg.similarity.ssim_window is None:
+        cfg.similarity.ssim_window = values["ssim_window"]
+    if cfg.similarity.hog_correlation is None:
+        cfg.similarity.hog_correlation = values["hog_correlation"]
+    return cfg

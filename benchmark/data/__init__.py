@@ -1,0 +1,53 @@
+"""Data sets: (images, labels) tensors with their input range and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from benchmark.config import DataConfig
+
+
+@dataclass
+class Dataset:
+    """A train split and a held-out split; images (N, C, H, W) float32, labels (N,) int64."""
+
+    name: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    eval_images: torch.Tensor
+    eval_labels: torch.Tensor
+    num_classes: int
+    # Range of the model's input space: SmoothGrad's noise scale and IG's baseline refer to it.
+    input_range: tuple[float, float] = (0.0, 1.0)
+    # What a reader must know about where the data came from (recorded in meta.json).
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train_images.shape[2]), int(self.train_images.shape[3])
+
+
+def _load_digits(cfg: DataConfig) -> Dataset:
+    from benchmark.data.digits import load_digits
+
+    return load_digits(cfg)
+
+
+LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {"digits": _load_digits}
+
+
+def check_data_name(name: str) -> None:
+    if name not in LOADERS:
+        raise ValueError(f"data.name={name!r} is not a known data set; use one of {sorted(LOADERS)}")
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    check_data_name(cfg.name)
+    return LOADERS[cfg.name](cfg)

@@ -1,0 +1,105 @@
+"""Model parameter randomization: cascading, independent and bottom-up (Adebayo et al. 2018, 4.1).
+
+A stage is the set of units re-initialized at that point. ``randomized(...)`` is a context
+manager: on entry it redraws the stage's units in place, on exit (also after an exception) it
+copies the trained tensors back, bit-identical. No deepcopy of the model per stage; each unit
+draws from its own generator derived from (seed, unit name), so a unit gets the same random
+weights at every stage it is part of.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from benchmark import rng
+from benchmark.config import BatchNormStats, Order, RandomizationConfig, Reinit
+from benchmark.models import Architecture, unit_modules
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int  # 0 = the trained model
+    layer: str  # unit randomized at this stage ('original' at stage 0)
+    units: tuple[str, ...]  # every unit randomized in this stage's model
+
+
+def stages(arch: Architecture, order: Order, units: Sequence[str] | None = None) -> list[Stage]:
+    """Stage 0 (trained) followed by one stage per unit in the order's sequence."""
+    chosen = list(arch.units) if units is None else list(units)
+    for u in chosen:
+        if u not in arch.units:
+            raise ValueError(
+                f"randomization.units has {u!r}, which model {arch.name!r} does not have; "
+                f"its units are {list(arch.units)}"
+            )
+    if not chosen:
+        raise ValueError("randomization.units is empty; list at least one unit or set it to null for all")
+    forward = [u for u in arch.units if u in chosen]  # forward order, whatever order was given
+    out = [Stage(0, "original", ())]
+    if order == Order.cascading:
+        seq = forward[::-1]
+        out += [Stage(i + 1, u, tuple(seq[: i + 1])) for i, u in enumerate(seq)]
+    elif order == Order.bottom_up:
+        out += [Stage(i + 1, u, tuple(forward[: i + 1])) for i, u in enumerate(forward)]
+    elif order == Order.independent:
+        seq = forward[::-1]
+        out += [Stage(i + 1, u, (u,)) for i, u in enumerate(seq)]
+    else:
+        raise ValueError(f"randomization.order={order!r} is not one of {[o.value for o in Order]}")
+    return out
+
+
+def _state_tensors(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
+    tensors: dict[int, torch.Tensor] = {}
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            tensors[id(t)] = t
+    return tensors
+
+
+@torch.no_grad()
+def reinit_unit(modules: Sequence[nn.Module], arch: Architecture, cfg: RandomizationConfig,
+                generator: torch.Generator) -> None:
+    """Redraw one unit's parameters in place under the configured policy."""
+    policy = Reinit(cfg.reinit) if cfg.reinit is not None else Reinit.layer_default
+    for module in modules:
+        if policy == Reinit.layer_default:
+            arch.init_module(module, generator)
+        for sub in module.modules():
+            if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+                if policy == Reinit.layer_default and sub.affine:
+                    sub.weight.fill_(1.0)
+                    sub.bias.zero_()
+                if BatchNormStats(cfg.batchnorm_stats) == BatchNormStats.reset:
+                    sub.reset_running_stats()
+        if policy == Reinit.layer_default:
+            continue
+        for p in module.parameters():
+            if policy == Reinit.truncated_normal:
+                nn.init.trunc_normal_(p, 0.0, cfg.std, -2 * cfg.std, 2 * cfg.std, generator=generator)
+            else:  # uniform with the variance of N(0, std^2)
+                a = math.sqrt(3.0) * cfg.std
+                nn.init.uniform_(p, -a, a, generator=generator)
+
+
+@contextmanager
+def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: RandomizationConfig,
+               seed: int) -> Iterator[nn.Module]:
+    """Re-initialize ``stage.units`` for the duration of the block; restore exactly afterwards."""
+    modules = [m for u in stage.units for m in unit_modules(model, arch, u)]
+    saved = {k: t.detach().clone() for k, t in _state_tensors(modules).items()}
+    live = _state_tensors(modules)
+    try:
+        for unit in stage.units:
+            reinit_unit(unit_modules(model, arch, unit), arch, cfg, rng.generator(seed, "reinit", unit))
+        yield model
+    finally:
+        with torch.no_grad():
+            for k, t in live.items():
+                t.copy_(saved[k])

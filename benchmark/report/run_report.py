@@ -1,0 +1,192 @@
+"""Report of one run: similarity-versus-stage curves per metric and a grid of maps.
+
+Figures are PNG files under ``figures/``; ``report.html`` embeds them (base64), so it opens
+without the folder and without a network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from benchmark import store  # noqa: E402
+from benchmark.methods import CONTROLS  # noqa: E402
+
+METRIC_LABELS = {
+    "spearman_abs": "Spearman rank correlation (ABS)",
+    "spearman": "Spearman rank correlation (no ABS)",
+    "ssim": "SSIM",
+    "hog": "HOG similarity",
+}
+
+
+CONTROL_COLORS = {"edge": "0.15", "noise": "0.55"}
+
+
+def _palette(methods: list[str]) -> dict[str, Any]:
+    """Seaborn's colorblind palette for methods; controls in black and gray (drawn dashed)."""
+    colors = sns.color_palette("colorblind", n_colors=10)
+    others = [m for m in methods if m not in CONTROL_COLORS]
+    pal: dict[str, Any] = {m: colors[i % len(colors)] for i, m in enumerate(others)}
+    pal.update({m: CONTROL_COLORS[m] for m in methods if m in CONTROL_COLORS})
+    return pal
+
+
+def _png(fig: plt.Figure, path: Path) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    store.atomic_write(path, lambda p: p.write_bytes(data))
+    return data
+
+
+def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods: list[str]) -> plt.Figure:
+    """Mean similarity to the trained model's maps per stage, one line per method, 95% bootstrap CI."""
+    d = df[df.metric == metric].dropna(subset=["value"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    pal = _palette(methods)
+    for m in methods:
+        dm = d[d.method == m]
+        if dm.empty:
+            continue
+        sns.lineplot(data=dm, x="stage", y="value", ax=ax, color=pal[m], label=m, marker="o",
+                     errorbar=("ci", 95), n_boot=1000, seed=0,
+                     linestyle="--" if m in CONTROLS else "-")
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(layers, rotation=30, ha="right")
+    ax.set_xlabel("randomized up to (cumulative)" if len(layers) > 1 else "stage")
+    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)}\nvs. trained model's map")
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set_ylim(-0.3, 1.05)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def maps_figure(arrays: dict[str, np.ndarray], methods: list[str], layers: list[str], k: int) -> plt.Figure:
+    """Rows methods, columns stages: the ABS map of saved image ``k`` in grayscale."""
+    n_r, n_c = len(methods), len(layers) + 1
+    fig, axes = plt.subplots(n_r, n_c, figsize=(1.25 * n_c, 1.25 * n_r), squeeze=False)
+    img = arrays["images"][k]
+    for r, m in enumerate(methods):
+        ax = axes[r, 0]
+        ax.imshow(img.mean(0) if img.shape[0] > 1 else img[0], cmap="gray")
+        ax.set_ylabel(m, rotation=0, ha="right", va="center", fontsize=8)
+        for c, layer in enumerate(layers):
+            axes[r, c + 1].imshow(arrays[f"{m}/abs"][c, k], cmap="gray", vmin=0, vmax=1)
+            if r == 0:
+                axes[r, c + 1].set_title(layer, fontsize=8)
+        if r == 0:
+            axes[r, 0].set_title("input", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def _summary_table(df: pd.DataFrame, metric: str, methods: list[str], layers: list[str]) -> pd.DataFrame:
+    d = df[df.metric == metric]
+    g = d.groupby(["method", "stage"])["value"]
+    mean, sd = g.mean().unstack(), g.std().unstack()
+    table = mean.map(lambda v: f"{v:.3f}").astype(str) + " ± " + sd.map(lambda v: f"{v:.3f}").astype(str)
+    table = table.reindex(methods)
+    table.columns = [layers[c] for c in table.columns]
+    return table
+
+
+def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                     n_figure_images: int = 3) -> None:
+    run_dir = Path(run_dir)
+    methods = list(dict.fromkeys(df.method))
+    layers = list(meta["stages"][i]["layer"] for i in range(len(meta["stages"])))
+    metrics = list(dict.fromkeys(df.metric))
+    figs: list[tuple[str, str, bytes]] = []  # (file, caption, png)
+    for metric in metrics:
+        name = f"figures/similarity_{metric}.png"
+        png = _png(similarity_figure(df, metric, layers, methods), run_dir / name)
+        figs.append((name, f"{METRIC_LABELS.get(metric, metric)} between each stage's map and the trained "
+                     "model's map (mean over images, 95% bootstrap interval); a method that depends on the "
+                     "model falls as layers are randomized, the edge control stays at 1, noise stays near 0.",
+                     png))
+    n_fig = min(n_figure_images, len(arrays["images"]))
+    for k in range(n_fig):
+        name = f"figures/maps_image{int(arrays['image_ids'][k])}.png"
+        png = _png(maps_figure(arrays, methods, layers, k), run_dir / name)
+        figs.append((name, f"ABS maps of held-out image {int(arrays['image_ids'][k])} (rows: methods; "
+                     "columns: cascade stages). Look for maps that keep the digit's shape after the top "
+                     "layers are randomized.", png))
+
+    stages_df = pd.DataFrame(meta["stages"])[["stage", "layer", "accuracy", "logit_spearman_mean",
+                                              "prediction_changed"]]
+    nan = df[df.value.isna()].groupby(["method", "metric", "nan_reason"]).size().rename("count").reset_index()
+    ties = df[df.metric.isin(["spearman_abs", "spearman"]) & (df.stage > 0)].groupby(
+        ["method", "metric"])["tie_fraction"].mean().unstack()
+    tables = {m: _summary_table(df, m, methods, layers) for m in metrics}
+
+    model = meta["model"]
+    facts = [
+        ("test", f"{meta['test']} model parameter randomization"),
+        ("model", f"{model['name']} (held-out accuracy {model['eval_accuracy']:.4f}, "
+                  f"train accuracy {model['train_accuracy']:.4f})"),
+        ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
+        ("images", f"{meta['images']['n']} held-out images"),
+        ("profile", f"{meta['profile']} (re-init {meta['resolved']['reinit']}, SSIM window "
+                    f"{meta['resolved']['ssim_window']}, HOG correlation {meta['resolved']['hog_correlation']})"),
+        ("seed", str(meta["seed"])),
+        ("device", f"{meta['device']}, {meta['threads']} threads"),
+        ("time", f"{meta['timings']['total_s']:.1f} s (training {meta['timings']['training_s']:.1f} s)"),
+        ("run id", meta["run_id"]),
+    ]
+
+    md = [f"# Sanity check report: {meta['run_id']}", ""]
+    md += [f"- **{k}**: {v}" for k, v in facts] + [""]
+    md += ["## Similarity to the trained model's maps", ""]
+    for metric in metrics:
+        md += [f"### {METRIC_LABELS.get(metric, metric)} (mean ± sd over images)", "",
+               tables[metric].to_markdown(), ""]
+    md += ["## The model's own output per stage", "",
+           "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
+           "trained model's; share of those images whose prediction changed.", "",
+           stages_df.to_markdown(index=False, floatfmt=".3f"), ""]
+    md += ["## Tied values (mean share per map pair, stages after the original)", "",
+           ties.to_markdown(floatfmt=".3f") if not ties.empty else "none", ""]
+    md += ["## NaN scores", "", nan.to_markdown(index=False) if not nan.empty else "No NaN scores.", ""]
+    md += ["## Figures", ""]
+    for name, caption, _ in figs:
+        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    store.write_text(run_dir / "report.md", "\n".join(md))
+
+    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+           "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
+           "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+           "figure{margin:1.5em 0}figcaption{font-size:13px;color:#444;max-width:800px}img{max-width:100%}")
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(meta['run_id'])}</title>",
+         f"<style>{css}</style></head><body>", f"<h1>Sanity check report: {html.escape(meta['run_id'])}</h1>",
+         "<ul>"] + [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in facts] + ["</ul>"]
+    h += ["<h2>Similarity to the trained model's maps</h2>"]
+    for metric in metrics:
+        h += [f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))} (mean ± sd over images)</h3>",
+              tables[metric].to_html()]
+    h += ["<h2>The model's own output per stage</h2>", stages_df.to_html(index=False, float_format="%.3f")]
+    h += ["<h2>Tied values</h2>", ties.to_html(float_format="%.3f") if not ties.empty else "<p>none</p>"]
+    h += ["<h2>NaN scores</h2>", nan.to_html(index=False) if not nan.empty else "<p>No NaN scores.</p>"]
+    h += ["<h2>Figures</h2>"]
+    for name, caption, png in figs:
+        b64 = base64.b64encode(png).decode()
+        h += [f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>"
+              f"<figcaption>{html.escape(caption)}</figcaption></figure>"]
+    h += ["</body></html>"]
+    store.write_text(run_dir / "report.html", "\n".join(h))

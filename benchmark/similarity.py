@@ -1,0 +1,161 @@
+"""Similarity of two batches of maps: Spearman (ABS and no-ABS), SSIM, HOG.
+
+Pure, batch-first functions ``(a, b) -> Scores``: ``a`` and ``b`` are (B, H, W) arrays, the
+post-processed maps of the trained and the randomized model for the same B images. Numerics
+follow scipy (``rankdata`` average ranks for ties, as ``spearmanr``) and scikit-image
+(``structural_similarity`` on 2-D maps with an explicit data range, ``hog``). A map with a
+single value has no ranks, structure or gradients: its score is NaN with a ``nan_reason``,
+never a silent number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+from scipy.stats import rankdata
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+
+from benchmark.config import Correlation, SimilarityConfig, SsimWindow
+
+
+@dataclass
+class Scores:
+    value: np.ndarray  # (B,) float64
+    nan_reason: list[Optional[str]]  # (B,) why value is NaN, else None
+    tie_fraction: np.ndarray  # (B,) share of tied values (NaN where not a rank statistic)
+
+
+def tie_fraction(x: np.ndarray) -> np.ndarray:
+    """(B, N) -> (B,): share of entries whose value occurs more than once in their row."""
+    out = np.empty(len(x))
+    for i, row in enumerate(x):
+        _, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        out[i] = float((counts[inverse] > 1).mean())
+    return out
+
+
+def _degenerate(a: np.ndarray, b: np.ndarray) -> list[Optional[str]]:
+    """Why each pair of (B, N) rows cannot be compared, or None."""
+    reasons: list[Optional[str]] = []
+    for ra, rb in zip(a, b):
+        if not (np.isfinite(ra).all() and np.isfinite(rb).all()):
+            reasons.append("non_finite_map")
+            continue
+        ca, cb = ra.max() == ra.min(), rb.max() == rb.min()
+        reasons.append(
+            "constant_map_both" if ca and cb else "constant_map_original" if ca
+            else "constant_map_randomized" if cb else None
+        )
+    return reasons
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip((a * b).sum(axis=1) / den, -1.0, 1.0)
+
+
+def correlation(a: np.ndarray, b: np.ndarray, kind: Correlation = Correlation.spearman) -> Scores:
+    """Row-wise correlation of (B, ...) arrays, flattened per row; Spearman = Pearson of average ranks."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    reasons = _degenerate(a, b)
+    ok = np.array([r is None for r in reasons])
+    value = np.full(len(a), np.nan)
+    ties = np.full(len(a), np.nan)
+    if ok.any():
+        if Correlation(kind) == Correlation.spearman:
+            ra, rb = rankdata(a[ok], axis=1), rankdata(b[ok], axis=1)
+            ties[ok] = np.maximum(tie_fraction(a[ok]), tie_fraction(b[ok]))
+        else:
+            ra, rb = a[ok], b[ok]
+        value[ok] = _rowwise_pearson(ra, rb)
+    return Scores(value, reasons, ties)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> Scores:
+    return correlation(a, b, Correlation.spearman)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, window: SsimWindow = SsimWindow.gaussian) -> Scores:
+    """SSIM of (B, H, W) maps in [0, 1], one 2-D comparison per image (data_range=1).
+
+    ``gaussian``: Gaussian window, sd 1.5 (the paper's code); ``window5``: uniform 5x5 window
+    (the paper's text).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    reasons = _degenerate(a.reshape(len(a), -1), b.reshape(len(b), -1))
+    value = np.full(len(a), np.nan)
+    kwargs = ({"gaussian_weights": True, "sigma": 1.5} if SsimWindow(window) == SsimWindow.gaussian
+              else {"win_size": 5})
+    for i, reason in enumerate(reasons):
+        if reason is None:
+            value[i] = structural_similarity(a[i], b[i], data_range=1.0, **kwargs)
+    return Scores(value, reasons, np.full(len(a), np.nan))
+
+
+def hog_pixels_per_cell(shape: tuple[int, int], configured: Optional[int] = None) -> int:
+    """16 pixels (the paper's code) when a map has at least 4 such cells a side, else a quarter side."""
+    if configured is not None:
+        return int(configured)
+    side = min(shape)
+    return 16 if side >= 64 else max(1, side // 4)
+
+
+def hog_features(maps: np.ndarray, pixels_per_cell: int, cells_per_block: int) -> np.ndarray:
+    """(B, H, W) -> (B, F) scikit-image HOG descriptors."""
+    return np.stack([
+        hog(m, orientations=9, pixels_per_cell=(pixels_per_cell, pixels_per_cell),
+            cells_per_block=(cells_per_block, cells_per_block), feature_vector=True)
+        for m in np.asarray(maps, dtype=np.float64)
+    ])
+
+
+def hog_similarity(a: np.ndarray, b: np.ndarray, pixels_per_cell: int, cells_per_block: int = 2,
+                   kind: Correlation = Correlation.spearman) -> Scores:
+    """Correlation of the HOG descriptors of (B, H, W) maps (code: Spearman; paper: Pearson)."""
+    reasons = _degenerate(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))
+    fa = hog_features(a, pixels_per_cell, cells_per_block)
+    fb = hog_features(b, pixels_per_cell, cells_per_block)
+    scores = correlation(fa, fb, kind)
+    for i, r in enumerate(reasons):  # a constant map has no gradients, whatever HOG returns
+        if r is not None:
+            scores.value[i], scores.nan_reason[i], scores.tie_fraction[i] = np.nan, r, np.nan
+    return scores
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A similarity metric and its semantics, read by reports and tests."""
+
+    name: str
+    input: str  # which post-processing it compares: abs | signed | minmax
+    bounds: tuple[float, float]
+    higher_is_more_similar: bool
+    rank_based: bool
+    score: Callable[[np.ndarray, np.ndarray, SimilarityConfig], Scores]
+
+
+METRICS: dict[str, Metric] = {
+    "spearman_abs": Metric("spearman_abs", "abs", (-1.0, 1.0), True, True, lambda a, b, c: spearman(a, b)),
+    "spearman": Metric("spearman", "signed", (-1.0, 1.0), True, True, lambda a, b, c: spearman(a, b)),
+    "ssim": Metric("ssim", "minmax", (-1.0, 1.0), True, False,
+                   lambda a, b, c: ssim(a, b, c.ssim_window or SsimWindow.gaussian)),
+    "hog": Metric("hog", "minmax", (-1.0, 1.0), True, True,
+                  lambda a, b, c: hog_similarity(a, b, hog_pixels_per_cell(a.shape[-2:], c.hog_pixels_per_cell),
+                                                 c.hog_cells_per_block, c.hog_correlation or Correlation.spearman)),
+}
+
+
+def check_metrics(names: list[str]) -> None:
+    if not names:
+        raise ValueError(f"similarity.metrics is empty; choose some of {list(METRICS)}")
+    for n in names:
+        if n not in METRICS:
+            raise ValueError(f"similarity.metrics has {n!r}, not a known metric; use some of {list(METRICS)}")

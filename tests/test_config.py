@@ -1,0 +1,87 @@
+"""Every YAML composes, every registry key has its file, and overrides reach the library."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+import common  # noqa: F401  (registers the schema)
+from benchmark.config import Order, Profile, Reinit, resolve_profile
+from benchmark.data import LOADERS
+from benchmark.methods import METHODS
+from benchmark.models import ARCHITECTURES
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def make(overrides=(), name="model_randomization"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return common.to_experiment(compose(config_name=name, overrides=list(overrides)))
+
+
+def test_default_composes_with_every_method():
+    cfg = make()
+    assert list(cfg.method) == ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "vargrad",
+                                "ig_smoothgrad", "guided_backprop", "gradcam", "guided_gradcam", "edge", "noise"]
+    from benchmark.model_randomization import plan
+
+    plan(cfg)  # settings resolved: the paper's defaults
+    assert cfg.method["smoothgrad"] == {"n_samples": 50, "noise_level": 0.15}
+    assert cfg.method["ig_smoothgrad"]["n_steps"] == 50 and cfg.method["integrated_gradients"]["n_steps"] == 50
+    assert cfg.n_images >= 32 and cfg.randomization.order == Order.cascading and cfg.profile == Profile.paper
+
+
+@pytest.mark.parametrize("group", ["model", "data", "method", "randomization", "similarity", "experiment"])
+def test_every_option_of_every_group_composes(group):
+    for f in sorted((CONF / group).glob("*.yaml")):
+        make([f"{group}={f.stem}"] if group != "method" else [f"method=[{f.stem}]"])
+
+
+def test_registry_keys_have_conf_and_module_files():
+    for key in METHODS:
+        assert (CONF / "method" / f"{key}.yaml").exists(), key
+        assert (ROOT / "benchmark" / "methods" / f"{key}.py").exists(), key
+    assert {f.stem for f in (CONF / "method").glob("*.yaml")} == set(METHODS)
+    assert {f.stem for f in (CONF / "model").glob("*.yaml")} == set(ARCHITECTURES)
+    assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS)
+
+
+def test_overrides_reach_the_typed_config():
+    cfg = make(["randomization=independent", "method=[gradient,smoothgrad]", "n_images=16", "seed=1",
+                "profile=code", "method.smoothgrad.n_samples=10"])
+    assert cfg.randomization.order == Order.independent and list(cfg.method) == ["gradient", "smoothgrad"]
+    assert cfg.method["smoothgrad"]["n_samples"] == 10 and cfg.n_images == 16 and cfg.seed == 1
+    smoke = make(["experiment=smoke", "method=[gradient,smoothgrad]", "method_settings.smoothgrad.n_samples=9"])
+    from benchmark.model_randomization import plan
+
+    plan(smoke)  # experiment settings apply to the selected methods only
+    assert smoke.method == {"gradient": {}, "smoothgrad": {"n_samples": 9, "noise_level": 0.15}}
+    resolve_profile(cfg)
+    assert cfg.randomization.reinit == Reinit.layer_default
+    assert make(["randomization=bottom_up"]).randomization.order == Order.bottom_up
+
+
+def test_profile_fills_only_what_was_left_open():
+    cfg = resolve_profile(make(["profile=paper", "randomization.reinit=uniform"]))
+    assert cfg.randomization.reinit == Reinit.uniform
+    assert cfg.similarity.ssim_window.value == "window5" and cfg.similarity.hog_correlation.value == "pearson"
+
+
+def test_bad_keys_and_values_fail_at_composition_with_the_key_named():
+    with pytest.raises(ConfigCompositionException, match="n_imgs"):
+        make(["n_imgs=3"])
+    with pytest.raises((ConfigCompositionException, ValidationError), match="n_images"):
+        make(["n_images=many"])
+    with pytest.raises((ConfigCompositionException, ValidationError), match="order"):
+        make(["randomization.order=sideways"])
+    with pytest.raises(ConfigCompositionException, match="model/resnet9000"):
+        make(["model=resnet9000"])
+    with pytest.raises(ConfigCompositionException, match="method/gradinet"):
+        make(["method=[gradinet]"])
+
+
+def test_empty_method_list_composes_to_nothing():
+    assert make(["method=[]"]).method == {}

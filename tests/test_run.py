@@ -1,0 +1,190 @@
+"""The model randomization run end to end on the embedded digits (smoke settings)."""
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from scipy.stats import pearsonr, spearmanr
+from skimage.feature import hog
+from skimage.metrics import structural_similarity
+
+import common
+from benchmark import model_randomization, store
+from benchmark.model_randomization import RUN_FILES, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke_cfg(tmp, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="model_randomization",
+                      overrides=["experiment=smoke", f"results_root={tmp}", f"cache_dir={tmp.parent / 'cache'}",
+                                 "progress=false", *overrides])
+    return common.to_experiment(cfg)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    cfg = smoke_cfg(root, "n_images=12", "n_saved_images=12")
+    run_dir = run(cfg)
+    return run_dir, cfg
+
+
+def test_run_writes_every_file_and_is_done(smoke):
+    run_dir, _ = smoke
+    for name in RUN_FILES + ["status.json"]:
+        assert (run_dir / name).exists(), name
+    assert store.read_status(run_dir)["state"] == "done" and store.is_finished(run_dir)
+    assert list((run_dir / "figures").glob("similarity_*.png"))
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+
+
+def test_scores_are_complete_and_in_range(smoke):
+    run_dir, cfg = smoke
+    df = pd.read_parquet(run_dir / "scores.parquet")
+    methods, metrics = list(cfg.method), list(cfg.similarity.metrics)
+    expected = {(m, s, k, i) for m in methods for s in range(5) for k in metrics for i in range(cfg.n_images)}
+    got = list(zip(df.method, df.stage, df.metric, df.image))
+    assert len(got) == len(set(got)) == len(expected) and set(got) == expected
+    for col in ["test", "stage", "layer", "method", "metric", "image", "value", "nan_reason", "tie_fraction",
+                "model", "data", "profile", "seed", "run_id"]:
+        assert col in df.columns
+    ok = df.value.notna()
+    assert df.value[ok].between(-1 - 1e-9, 1 + 1e-9).all()
+    assert df.nan_reason[~ok].notna().all() and df.nan_reason[ok].isna().all()
+    rank = df.metric.isin(["spearman_abs", "spearman"]) & ok
+    assert df.tie_fraction[rank].between(0, 1).all()
+    assert set(df.layer[df.stage == 0]) == {"original"}
+
+
+def test_controls_behave(smoke):
+    run_dir, _ = smoke
+    df = pd.read_parquet(run_dir / "scores.parquet")
+    edge = df[df.method == "edge"]
+    assert (edge.value == 1.0).all()  # exactly: the edge map ignores the model
+    noise = df[(df.method == "noise") & (df.stage > 0)].groupby("metric").value.mean()
+    assert noise.drop("hog").abs().max() < 0.1
+    assert abs(noise["hog"]) < 0.3  # HOG of noise maps is not 0 (PROTOCOL.md: about 0.08)
+
+
+def test_maps_rescored_independently_reproduce_the_table(smoke):
+    run_dir, cfg = smoke
+    df = pd.read_parquet(run_dir / "scores.parquet").set_index(["method", "stage", "metric", "image"])
+    maps = np.load(run_dir / "maps.npz")
+    meta = json.loads((run_dir / "meta.json").read_text())
+    ppc = meta["resolved"]["hog_pixels_per_cell"]
+    assert meta["resolved"]["ssim_window"] == "window5" and meta["resolved"]["hog_correlation"] == "pearson"
+    checked = 0
+    for method in cfg.method:
+        for stage in range(1, 5):
+            for k, image in enumerate(maps["image_ids"]):
+                a, b = maps[f"{method}/abs"][0, k], maps[f"{method}/abs"][stage, k]
+                sa, sb = maps[f"{method}/signed"][0, k], maps[f"{method}/signed"][stage, k]
+                ma, mb = maps[f"{method}/minmax"][0, k], maps[f"{method}/minmax"][stage, k]
+                if np.ptp(a) == 0 or np.ptp(b) == 0 or np.ptp(ma) == 0 or np.ptp(mb) == 0:
+                    continue
+                ref = {
+                    "spearman_abs": spearmanr(a.ravel(), b.ravel()).statistic,
+                    "spearman": spearmanr(sa.ravel(), sb.ravel()).statistic,
+                    "ssim": structural_similarity(ma.astype(float), mb.astype(float), win_size=5, data_range=1.0),
+                    "hog": pearsonr(hog(ma.astype(float), pixels_per_cell=(ppc, ppc), cells_per_block=(2, 2)),
+                                    hog(mb.astype(float), pixels_per_cell=(ppc, ppc), cells_per_block=(2, 2))
+                                    ).statistic,
+                }
+                for metric, value in ref.items():
+                    assert df.loc[(method, stage, metric, int(image)), "value"] == pytest.approx(value, abs=1e-9)
+                    checked += 1
+    assert checked > 0.9 * len(cfg.method) * 4 * len(maps["image_ids"]) * 4 * 0.5
+
+
+def test_model_output_change_is_recorded(smoke):
+    run_dir, _ = smoke
+    meta = json.loads((run_dir / "meta.json").read_text())
+    st = meta["stages"]
+    assert [s["layer"] for s in st] == ["original", "logits", "fc1", "conv2", "conv1"]
+    assert st[0]["accuracy"] == pytest.approx(meta["model"]["eval_accuracy"])
+    assert st[0]["logit_spearman_mean"] == pytest.approx(1.0)
+    assert st[-1]["accuracy"] < st[0]["accuracy"]
+    assert meta["versions"]["torch"] and meta["timings"]["total_s"] > 0
+
+
+def test_rerun_skips_and_overwrite_redoes(smoke, caplog):
+    run_dir, cfg = smoke
+    finished = store.read_status(run_dir)["finished"]
+    with caplog.at_level(logging.INFO):
+        assert run(cfg) == run_dir
+    assert "already finished" in caplog.text
+    assert store.read_status(run_dir)["finished"] == finished
+    cfg.overwrite = True
+    cfg.method = {"gradient": {}, "edge": {}}  # a cheaper run under a new id
+    other = run(cfg)
+    first = store.read_status(other)["finished"]
+    assert run(cfg) == other and store.read_status(other)["finished"] > first
+
+
+def test_crash_leaves_a_failed_status_never_a_finished_run(tmp_path, monkeypatch):
+    cfg = smoke_cfg(tmp_path / "r", "method=[gradient]")
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("benchmark.report.write_run_report", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run(cfg)
+    run_dir = next((tmp_path / "r" / "model_randomization").iterdir())
+    status = store.read_status(run_dir)
+    assert status["state"] == "failed" and "disk full" in status["error"]
+    assert not store.is_finished(run_dir)
+    monkeypatch.undo()
+    assert store.is_finished(run(cfg))
+
+
+def test_a_tampered_file_makes_the_run_unfinished(smoke, tmp_path):
+    run_dir, _ = smoke
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(run_dir, copy)
+    (copy / "scores.parquet").write_bytes(b"truncated")
+    assert not store.is_finished(copy)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["randomization.units=[conv9]"], "randomization.units has 'conv9'"),
+    (["n_images=100000"], "n_images=100000 but the held-out split"),
+    (["method=[]"], "method is empty"),
+    (["model=mlp", "method=[gradcam]"], "needs a convolutional layer"),
+    (["n_images=0"], "n_images=0 must be a positive"),
+    (["method.smoothgrad.noise_level=-3", "method=[smoothgrad]"], "method.smoothgrad.noise_level=-3"),
+    (["+method_settings.gradinet.n_samples=3"], "method_settings has 'gradinet'"),
+])
+def test_bad_input_fails_before_any_training(tmp_path, monkeypatch, overrides, match):
+    def no_training(*a, **k):
+        raise AssertionError("training started before the input was checked")
+
+    monkeypatch.setattr(model_randomization, "train_model", no_training)
+    cfg = smoke_cfg(tmp_path, *overrides)
+    with pytest.raises(ValueError, match=match):
+        run(cfg)
+    for status in tmp_path.glob("**/status.json"):
+        assert json.loads(status.read_text())["state"] != "done"
+
+
+def test_command_line_runs_skips_and_rejects_bad_input(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "model_randomization.py"), "experiment=smoke",
+           "method=[gradient,edge]", f"results_root={tmp_path}", "progress=false"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert second.returncode == 0 and "already finished" in second.stdout + second.stderr
+    bad = subprocess.run(cmd + ["randomization.units=[conv9]"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "randomization.units has 'conv9'" in bad.stdout + bad.stderr
