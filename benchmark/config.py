@@ -79,7 +79,7 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 50
     lr: float = 1e-3
     weight_decay: float = 0.0
