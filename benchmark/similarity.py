@@ -110,6 +110,11 @@ def hog_pixels_per_cell(shape: tuple[int, int], configured: Optional[int] = None
 
 def hog_features(maps: np.ndarray, pixels_per_cell: int, cells_per_block: int) -> np.ndarray:
     """(B, H, W) -> (B, F) scikit-image HOG descriptors."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # constant maps: NaN, reported by the caller
+        return _hog_stack(maps, pixels_per_cell, cells_per_block)
+
+
+def _hog_stack(maps: np.ndarray, pixels_per_cell: int, cells_per_block: int) -> np.ndarray:
     return np.stack([
         hog(m, orientations=9, pixels_per_cell=(pixels_per_cell, pixels_per_cell),
             cells_per_block=(cells_per_block, cells_per_block), feature_vector=True)

@@ -44,12 +44,9 @@ def config_hash(cfg: ExperimentConfig, length: int = 10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def run_id(cfg: ExperimentConfig) -> str:
-    """Readable and stable: ``<model>_<data>_<order>_s<seed>_<hash>``."""
-    return (
-        f"{cfg.model.name}_{cfg.data.name}_{cfg.randomization.order.value}"
-        f"_s{cfg.seed}_{config_hash(cfg)}"
-    )
+def run_id(cfg: ExperimentConfig, test: str) -> str:
+    """Readable and stable: ``<model>_<data>_<test>_s<seed>_<hash>``."""
+    return f"{cfg.model.name}_{cfg.data.name}_{test}_s{cfg.seed}_{config_hash(cfg)}"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

@@ -1,0 +1,299 @@
+"""The skeleton every sanity check shares: validate, compute maps per stage, score, write.
+
+A test supplies its stages as (Stage, context manager yielding the stage's model). Stage 0 is
+the reference (the trained model, or the true-label model); every later stage's maps are
+scored against it with every metric and dropped, so memory stays flat as stages grow. Only the
+first images' maps are kept for figures and re-checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from scipy.stats import spearmanr
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark import store
+from benchmark.config import ExperimentConfig, Target, resolve_profile
+from benchmark.data import Dataset, check_data_name
+from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
+from benchmark.models import Architecture, get_architecture
+from benchmark.postprocess import PROCESSORS
+from benchmark.randomization import Stage
+from benchmark.runtime import versions
+from benchmark.similarity import METRICS, check_metrics, hog_pixels_per_cell
+from benchmark.training import evaluate
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ["scores.parquet", "maps.npz", "config.yaml", "meta.json", "report.md", "report.html"]
+
+
+@dataclass
+class Plan:
+    """A validated run: what will be computed, known before any data is loaded or model trained."""
+
+    cfg: ExperimentConfig
+    arch: Architecture
+    methods: list[Method]
+    stages: list[Stage]
+    test: str  # the scores' `test` column: cascading | independent | bottom_up | data_randomization
+    run_id: str
+    run_dir: Path
+
+
+def resolve_methods(cfg: ExperimentConfig, arch: Architecture, skip_unsupported: bool = False) -> list[Method]:
+    """Build the selected methods and write their complete settings back into ``cfg.method``.
+
+    ``method_settings`` (set by experiment configs) applies to selected methods only and takes
+    precedence over ``method.<name>.<key>``. It is cleared afterwards, so the run id and
+    config.yaml see exactly the settings that ran. Methods that need a convolutional layer are
+    an error on a model without one, or dropped with a logged reason if ``skip_unsupported``.
+    """
+    for name in cfg.method_settings:
+        if name not in METHODS:
+            raise ValueError(f"method_settings has {name!r}, not a known method; use some of {sorted(METHODS)}")
+    spec = {name: {**(settings or {}), **(cfg.method_settings.get(name) or {})}
+            for name, settings in cfg.method.items()}
+    methods = build_methods(spec)
+    if arch.gradcam_layer is None:
+        unsupported = [m.name for m in methods if m.needs_target_layer]
+        if unsupported and not skip_unsupported:
+            raise ValueError(
+                f"method {unsupported[0]!r} needs a convolutional layer and model {arch.name!r} has none; "
+                f"remove {', '.join(unsupported)} from method or choose a convolutional model"
+            )
+        if unsupported:
+            log.info("model %r has no convolutional layer: skipping %s", arch.name, ", ".join(unsupported))
+            methods = [m for m in methods if not m.needs_target_layer]
+    cfg.method = {m.name: store.to_plain(m) for m in methods}
+    cfg.method_settings = {}
+    return methods
+
+
+def validate(cfg: ExperimentConfig, skip_unsupported: bool = False) -> tuple[Architecture, list[Method]]:
+    """Every check that needs neither data nor training; fails with the key, the value and the fix."""
+    resolve_profile(cfg)
+    arch = get_architecture(cfg.model.name)
+    check_data_name(cfg.data.name)
+    methods = resolve_methods(cfg, arch, skip_unsupported)
+    check_metrics(list(cfg.similarity.metrics))
+    for key in ("n_images", "n_saved_images", "n_figure_images"):
+        value = getattr(cfg, key)
+        if not isinstance(value, int) or value < (1 if key == "n_images" else 0):
+            raise ValueError(f"{key}={value!r} must be a {'positive' if key == 'n_images' else 'non-negative'} "
+                             "whole number, e.g. 32")
+    if cfg.memory_budget_mb < 1:
+        raise ValueError(f"memory_budget_mb={cfg.memory_budget_mb} must be at least 1, e.g. 1024")
+    if cfg.randomization.std <= 0:
+        raise ValueError(f"randomization.std={cfg.randomization.std} must be positive, e.g. 0.01")
+    return arch, methods
+
+
+def select_images(data: Dataset, n_images: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``n_images`` of the held-out split (already a fixed shuffle): images, labels, ids."""
+    available = len(data.eval_images)
+    if n_images > available:
+        raise ValueError(
+            f"n_images={n_images} but the held-out split of {data.name!r} has {available} images; "
+            f"set n_images to at most {available}"
+        )
+    return data.eval_images[:n_images], data.eval_labels[:n_images], torch.arange(n_images)
+
+
+def process(maps: dict[str, torch.Tensor], inputs: set[str], percentile: float) -> dict[str, dict[str, np.ndarray]]:
+    """method -> post-processing name -> (B, H, W) float32.
+
+    Rounded to float32 before scoring, so the maps saved in maps.npz are exactly what the
+    metrics compared and an independent re-check reproduces the table.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, m in maps.items():
+        out[name] = {}
+        for kind in inputs:
+            fn = PROCESSORS[kind]
+            arr = fn(m, percentile) if kind in ("abs", "signed") else fn(m)
+            out[name][kind] = arr.astype(np.float32)
+    return out
+
+
+def logit_change(reference: torch.Tensor, current: torch.Tensor) -> dict[str, Any]:
+    """How much the model's own output moved: per-image Spearman of logits, prediction flips."""
+    t, c = reference.double().numpy(), current.double().numpy()
+    finite = bool(np.isfinite(c).all())
+    rhos = [spearmanr(a, b).statistic if finite and np.ptp(b) > 0 and np.ptp(a) > 0 else np.nan
+            for a, b in zip(t, c)]
+    return {
+        "logit_spearman_mean": None if np.all(np.isnan(rhos)) else float(np.nanmean(rhos)),
+        "prediction_changed": float((t.argmax(1) != c.argmax(1)).mean()),
+        "output_finite": finite,
+    }
+
+
+@dataclass
+class Scored:
+    scores: pd.DataFrame
+    arrays: dict[str, np.ndarray]
+    stages: list[dict[str, Any]]
+    passes_per_image: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def score_stages(
+    cfg: ExperimentConfig,
+    arch: Architecture,
+    methods: list[Method],
+    stage_models: Iterable[tuple[Stage, AbstractContextManager[nn.Module]]],
+    data: Dataset,
+    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    device: torch.device,
+    n_stages: Optional[int] = None,
+) -> Scored:
+    """Maps of every stage's model, scored against stage 0's with every metric."""
+    x, labels, ids = images
+    metrics = [METRICS[n] for n in cfg.similarity.metrics]
+    inputs = {m.input for m in metrics}
+    k_saved = min(cfg.n_saved_images, len(x))
+    rows: list[dict[str, Any]] = []
+    saved: dict[str, list[np.ndarray]] = {}
+    stage_meta: list[dict[str, Any]] = []
+    reference: dict[str, dict[str, np.ndarray]] = {}
+    ref_logits: Optional[torch.Tensor] = None
+    passes = 0
+    start = time.time()
+    for stage, context in tqdm(stage_models, desc="stages", total=n_stages, disable=not cfg.progress):
+        t_stage = time.time()
+        with context as model:
+            with torch.no_grad():
+                logits = model(x.to(device)).float().cpu()
+            if ref_logits is None:
+                ref_logits = logits
+            accuracy = evaluate(model, data.eval_images, data.eval_labels)
+            if Target(cfg.target) == Target.predicted:
+                target = logits.argmax(1)
+            elif Target(cfg.target) == Target.original_prediction:
+                target = ref_logits.argmax(1)
+            else:
+                target = labels
+            layer = model.get_submodule(arch.gradcam_layer) if arch.gradcam_layer else None
+            engine = Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb)
+            passes = engine.passes_per_image
+            maps = engine.explain(x, target, ids, stage_key=f"stage{stage.index}")
+        processed = process(maps, inputs, cfg.similarity.percentile)
+        if stage.index == 0:
+            reference = processed
+        for method in methods:
+            for metric in metrics:
+                s = metric.score(reference[method.name][metric.input], processed[method.name][metric.input],
+                                 cfg.similarity)
+                for i in range(len(x)):
+                    rows.append({
+                        "stage": stage.index, "layer": stage.layer, "method": method.name,
+                        "metric": metric.name, "image": int(ids[i]), "value": float(s.value[i]),
+                        "nan_reason": s.nan_reason[i], "tie_fraction": float(s.tie_fraction[i]),
+                        "target": int(target[i]),
+                    })
+            for kind in ("abs", "signed", "minmax"):
+                arr = processed[method.name].get(kind)
+                if arr is None:
+                    arr = process({method.name: maps[method.name][:k_saved]}, {kind},
+                                  cfg.similarity.percentile)[method.name][kind]
+                saved.setdefault(f"{method.name}/{kind}", []).append(arr[:k_saved])
+        change = logit_change(ref_logits, logits)
+        stage_meta.append({"stage": stage.index, "layer": stage.layer, "units_randomized": list(stage.units),
+                           "accuracy": accuracy, **change, "seconds": time.time() - t_stage})
+        rho = change["logit_spearman_mean"]
+        log.info("stage %d (%s): accuracy %.3f, logit Spearman %s", stage.index, stage.layer, accuracy,
+                 "n/a" if rho is None else f"{rho:.3f}")
+    arrays = {k: np.stack(v) for k, v in saved.items()}  # (stages, K, H, W)
+    arrays["images"] = x[:k_saved].numpy().astype(np.float32)
+    arrays["image_ids"] = ids[:k_saved].numpy()
+    arrays["stage_layers"] = np.array([s["layer"] for s in stage_meta])
+    return Scored(pd.DataFrame(rows), arrays, stage_meta, passes, time.time() - start)
+
+
+def finish_table(df: pd.DataFrame, plan: Plan, data: Dataset) -> pd.DataFrame:
+    """Add the `test` and provenance columns of the tidy schema."""
+    cfg = plan.cfg
+    df.insert(0, "test", plan.test)
+    for col, val in (("model", plan.arch.name), ("data", data.name), ("profile", cfg.profile.value),
+                     ("seed", cfg.seed), ("run_id", plan.run_id)):
+        df[col] = val
+    df["nan_reason"] = df["nan_reason"].astype("string")
+    return df
+
+
+def base_meta(plan: Plan, data: Dataset, scored: Scored, device: torch.device, threads: int) -> dict[str, Any]:
+    cfg = plan.cfg
+    return {
+        "run_id": plan.run_id,
+        "test": plan.test,
+        "experiment": cfg.test,
+        "data": {"name": data.name, **data.provenance, "input_range": list(data.input_range)},
+        "images": {"n": int(len(scored.scores.image.unique())), "ids": sorted(int(i) for i in scored.scores.image.unique()),
+                   "split": "held-out"},
+        "methods": {m.name: store.to_plain(m) for m in plan.methods},
+        "controls": [m.name for m in plan.methods if m.name in CONTROLS],
+        "profile": cfg.profile.value,
+        "resolved": {"reinit": cfg.randomization.reinit.value, "ssim_window": cfg.similarity.ssim_window.value,
+                     "hog_correlation": cfg.similarity.hog_correlation.value,
+                     "hog_pixels_per_cell": hog_pixels_per_cell(data.image_size, cfg.similarity.hog_pixels_per_cell),
+                     "hog_cells_per_block": cfg.similarity.hog_cells_per_block,
+                     "batchnorm_stats": cfg.randomization.batchnorm_stats.value, "target": cfg.target.value},
+        "stages": scored.stages,
+        "engine": {"passes_per_image_per_stage": scored.passes_per_image},
+        "device": str(device),
+        "threads": threads,
+        "seed": cfg.seed,
+        "versions": versions(),
+    }
+
+
+def write_outputs(plan: Plan, df: pd.DataFrame, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                  report: Callable[[Path, pd.DataFrame, dict[str, Any], dict[str, np.ndarray]], None],
+                  started: float) -> None:
+    """scores.parquet, maps.npz, config.yaml, the report and meta.json, each written atomically."""
+    run_dir = plan.run_dir
+    store.atomic_write(run_dir / "scores.parquet", lambda f: df.to_parquet(f, index=False))
+
+    def write_npz(f: Path) -> None:
+        with open(f, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    store.atomic_write(run_dir / "maps.npz", write_npz)
+    store.write_text(run_dir / "config.yaml", yaml.safe_dump(store.to_plain(plan.cfg), sort_keys=False))
+    t_rep = time.time()
+    meta.setdefault("timings", {})["total_s"] = time.time() - started
+    report(run_dir, df, meta, arrays)
+    meta["timings"]["report_s"] = time.time() - t_rep
+    meta["timings"]["total_s"] = time.time() - started
+    store.write_json(run_dir / "meta.json", meta)
+
+
+def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
+    """Skip a finished run; otherwise mark it running, execute, and mark it done or failed."""
+    if store.is_finished(plan.run_dir) and not plan.cfg.overwrite:
+        log.info("run %s is already finished at %s; skipping it (overwrite=true redoes it)", plan.run_id,
+                 plan.run_dir)
+        return plan.run_dir
+    started = store.mark_running(plan.run_dir)
+    try:
+        execute(plan, started)
+    except BaseException as err:
+        store.mark_failed(plan.run_dir, started, err)
+        log.error("run %s failed: %s", plan.run_id, err)
+        raise
+    store.mark_done(plan.run_dir, started, RUN_FILES)
+    log.info("run %s done: %s", plan.run_id, plan.run_dir)
+    return plan.run_dir
