@@ -79,10 +79,16 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 10
+    """Adam on cross-entropy. ``training=code`` selects the paper's code: lr 1e-4, 50 / 100 epochs."""
+
+    epochs: int = 10  # true labels
     batch_size: int = 50
     lr: float = 1e-3
     weight_decay: float = 0.0
+    # Random labels: train until the training accuracy on the permuted labels reaches the gate,
+    # for at most max_epochs; a run that does not reach it fails.
+    memorization_gate: float = 0.95
+    max_epochs: int = 100
 
 
 @dataclass
@@ -140,12 +146,15 @@ class ExperimentConfig:
     overwrite: bool = False
     progress: bool = True
     num_threads: Optional[int] = None
+    # With the default method list, methods the model cannot support (GradCAM on an MLP) are
+    # skipped with a logged reason; the runners set this to false when method= is given.
+    skip_unsupported_methods: bool = True
 
 
 # Keys that do not change a run's results: left out of the run id.
 NON_RESULT_KEYS = frozenset(
     {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb",
-     "n_figure_images"}
+     "n_figure_images", "skip_unsupported_methods"}
 )
 
 PROFILES: dict[Profile, dict[str, Any]] = {

@@ -68,7 +68,7 @@ def resolve_methods(cfg: ExperimentConfig, arch: Architecture, skip_unsupported:
     methods = build_methods(spec)
     if arch.gradcam_layer is None:
         unsupported = [m.name for m in methods if m.needs_target_layer]
-        if unsupported and not skip_unsupported:
+        if unsupported and (not skip_unsupported or len(unsupported) == len(methods)):
             raise ValueError(
                 f"method {unsupported[0]!r} needs a convolutional layer and model {arch.name!r} has none; "
                 f"remove {', '.join(unsupported)} from method or choose a convolutional model"
@@ -81,12 +81,12 @@ def resolve_methods(cfg: ExperimentConfig, arch: Architecture, skip_unsupported:
     return methods
 
 
-def validate(cfg: ExperimentConfig, skip_unsupported: bool = False) -> tuple[Architecture, list[Method]]:
+def validate(cfg: ExperimentConfig) -> tuple[Architecture, list[Method]]:
     """Every check that needs neither data nor training; fails with the key, the value and the fix."""
     resolve_profile(cfg)
     arch = get_architecture(cfg.model.name)
     check_data_name(cfg.data.name)
-    methods = resolve_methods(cfg, arch, skip_unsupported)
+    methods = resolve_methods(cfg, arch, cfg.skip_unsupported_methods)
     check_metrics(list(cfg.similarity.metrics))
     for key in ("n_images", "n_saved_images", "n_figure_images"):
         value = getattr(cfg, key)
@@ -95,9 +95,42 @@ def validate(cfg: ExperimentConfig, skip_unsupported: bool = False) -> tuple[Arc
                              "whole number, e.g. 32")
     if cfg.memory_budget_mb < 1:
         raise ValueError(f"memory_budget_mb={cfg.memory_budget_mb} must be at least 1, e.g. 1024")
+    t = cfg.training
+    for key in ("epochs", "batch_size", "max_epochs"):
+        if not isinstance(getattr(t, key), int) or getattr(t, key) < 1:
+            raise ValueError(f"training.{key}={getattr(t, key)!r} must be a positive whole number")
+    if t.lr <= 0:
+        raise ValueError(f"training.lr={t.lr} must be positive, e.g. 1e-3")
+    if not 0.0 < t.memorization_gate <= 1.0:
+        raise ValueError(f"training.memorization_gate={t.memorization_gate} must lie in (0, 1], e.g. 0.95")
     if cfg.randomization.std <= 0:
         raise ValueError(f"randomization.std={cfg.randomization.std} must be positive, e.g. 0.01")
+    _check_similarity(cfg, arch)
+    if cfg.num_threads is not None and cfg.num_threads < 1:
+        raise ValueError(f"num_threads={cfg.num_threads} must be at least 1 (or null for torch's default)")
+    if not 0.0 < cfg.data.holdout_fraction < 1.0:
+        raise ValueError(f"data.holdout_fraction={cfg.data.holdout_fraction} must lie strictly between 0 and 1, "
+                         "e.g. 0.2")
+    if cfg.model.weights is not None and not Path(cfg.model.weights).expanduser().is_file():
+        raise ValueError(f"model.weights={cfg.model.weights!r} is not a file; give the path of a saved state dict "
+                         "or leave it null to train")
     return arch, methods
+
+
+def _check_similarity(cfg: ExperimentConfig, arch: Architecture) -> None:
+    s = cfg.similarity
+    if not 50.0 <= s.percentile <= 100.0:
+        raise ValueError(f"similarity.percentile={s.percentile} must lie in [50, 100]; the paper uses 99")
+    if s.hog_cells_per_block < 1:
+        raise ValueError(f"similarity.hog_cells_per_block={s.hog_cells_per_block} must be at least 1, e.g. 2")
+    if "hog" in s.metrics:
+        side = min(arch.input_size)
+        ppc = hog_pixels_per_cell(arch.input_size, s.hog_pixels_per_cell)
+        if ppc < 1 or ppc * s.hog_cells_per_block > side:
+            raise ValueError(
+                f"similarity.hog_pixels_per_cell={s.hog_pixels_per_cell} with hog_cells_per_block="
+                f"{s.hog_cells_per_block} does not fit {side}-pixel maps; choose cells of at least 1 pixel with "
+                f"pixels_per_cell x cells_per_block <= {side}, or null for the default")
 
 
 def select_images(data: Dataset, n_images: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

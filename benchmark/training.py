@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,14 +24,36 @@ from benchmark.store import atomic_write, file_sha256, to_plain
 log = logging.getLogger(__name__)
 
 
+Labels = Literal["true", "random"]
+
+
+class MemorizationError(RuntimeError):
+    """The random-label model did not reach the memorization gate within max_epochs."""
+
+
 @dataclass
 class TrainedModel:
     model: nn.Module
-    train_accuracy: float
-    eval_accuracy: float
+    labels: str  # true | random
+    train_accuracy: float  # on the labels it was trained with
+    eval_accuracy: float  # on the held-out split's true labels
     checkpoint: Optional[str]
     from_cache: bool
     seconds: float
+    epochs: Optional[int] = None  # epochs run (None when loaded)
+
+
+def label_permutation(n: int, seed: int) -> torch.Tensor:
+    """The fixed permutation of training labels, from its own generator (seed, 'label_permutation')."""
+    return torch.randperm(n, generator=rng.generator(seed, "label_permutation"))
+
+
+def training_labels(data: Dataset, labels: Labels, seed: int) -> torch.Tensor:
+    if labels == "true":
+        return data.train_labels
+    if labels == "random":
+        return data.train_labels[label_permutation(len(data.train_labels), seed)]
+    raise ValueError(f"labels={labels!r} must be 'true' or 'random'")
 
 
 def build_model(arch: Architecture, data: Dataset, seed: int) -> nn.Module:
@@ -60,15 +82,23 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def checkpoint_key(arch: Architecture, data: Dataset, training: TrainingConfig, seed: int,
-                   labels: str = "true") -> str:
-    """Hash of everything that affects the trained weights."""
+                   labels: Labels = "true") -> str:
+    """Hash of everything that affects the trained weights (the label permutation included)."""
+    train = to_plain(training)
+    if labels == "true":  # the gate settings do not affect a true-label model
+        train.pop("memorization_gate", None)
+        train.pop("max_epochs", None)
+    else:
+        train.pop("epochs", None)
+    perm = training_labels(data, labels, seed)
     spec: dict[str, Any] = {
         "arch": arch.name,
         "data": data.name,
         "data_provenance": data.provenance,
-        "training": to_plain(training),
+        "training": train,
         "seed": seed,
         "labels": labels,
+        "labels_sha": hashlib.sha256(perm.numpy().tobytes()).hexdigest()[:16],
         "torch": torch.__version__.split("+")[0],
         "format": 1,
     }
@@ -103,10 +133,18 @@ def train_model(
     cache_dir: Optional[Path],
     progress: bool = True,
     weights: Optional[str] = None,
+    labels: Labels = "true",
 ) -> TrainedModel:
-    """Train on the true labels (or load ``weights`` / the cached checkpoint)."""
+    """Train on the true or the permuted labels (or load ``weights`` / the cached checkpoint).
+
+    True labels: ``training.epochs`` epochs. Random labels: epochs until the training accuracy
+    on the permuted labels reaches ``training.memorization_gate``; ``MemorizationError`` if
+    ``training.max_epochs`` runs out first (nothing is cached then).
+    """
     start = time.time()
     model = build_model(arch, data, seed).to(device)
+    targets = training_labels(data, labels, seed)
+    epochs_run: Optional[int] = None
     if weights is not None:
         path = Path(weights)
         if not path.exists():
@@ -114,30 +152,36 @@ def train_model(
         model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         ckpt, cached = str(path), True
     else:
-        key = checkpoint_key(arch, data, training, seed)
-        ckpt_path = Path(cache_dir) / "checkpoints" / f"{arch.name}_{data.name}_{key}.pt" if cache_dir else None
+        key = checkpoint_key(arch, data, training, seed, labels)
+        name = f"{arch.name}_{data.name}_{labels}_{key}.pt"
+        ckpt_path = Path(cache_dir) / "checkpoints" / name if cache_dir else None
         state = _load_checked(ckpt_path) if ckpt_path else None
         if state is not None:
             model.load_state_dict(state)
             cached = True
             log.info("loaded checkpoint %s", ckpt_path)
         else:
-            fit(model, data.train_images, data.train_labels, training, seed, device, progress)
+            gate = training.memorization_gate if labels == "random" else None
+            epochs_run = fit(model, data.train_images, targets, training, seed, device, progress, gate=gate)
             cached = False
             if ckpt_path:
                 _save_checked(ckpt_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         ckpt = str(ckpt_path) if ckpt_path else None
     model.eval()
-    train_acc = evaluate(model, data.train_images, data.train_labels)
+    train_acc = evaluate(model, data.train_images, targets)
     eval_acc = evaluate(model, data.eval_images, data.eval_labels)
-    log.info("%s on %s: train accuracy %.4f, held-out accuracy %.4f%s", arch.name, data.name, train_acc,
-             eval_acc, " (cached)" if cached else "")
-    return TrainedModel(model, train_acc, eval_acc, ckpt, cached, time.time() - start)
+    log.info("%s on %s (%s labels): train accuracy %.4f, held-out accuracy %.4f%s", arch.name, data.name, labels,
+             train_acc, eval_acc, " (cached)" if cached else "")
+    return TrainedModel(model, labels, train_acc, eval_acc, ckpt, cached, time.time() - start, epochs_run)
 
 
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: TrainingConfig, seed: int,
-        device: torch.device, progress: bool = True) -> None:
-    """Adam on cross-entropy; batches shuffled by the generator (seed, 'shuffle')."""
+        device: torch.device, progress: bool = True, gate: Optional[float] = None) -> int:
+    """Adam on cross-entropy; batches shuffled by the generator (seed, 'shuffle').
+
+    Without a gate, ``training.epochs`` epochs. With one, epochs until the eval-mode accuracy on
+    (images, labels) reaches it, at most ``training.max_epochs``. Returns the epochs run.
+    """
     if training.epochs < 1 or training.batch_size < 1 or training.lr <= 0:
         raise ValueError(
             f"training.epochs={training.epochs}, training.batch_size={training.batch_size} and "
@@ -147,10 +191,12 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: 
     opt = torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     g = rng.generator(seed, "shuffle")
     n = len(images)
-    for epoch in range(training.epochs):
+    n_epochs = training.epochs if gate is None else training.max_epochs
+    accuracy = 0.0
+    for epoch in range(n_epochs):
         order = torch.randperm(n, generator=g)
         total, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(0, n, training.batch_size), desc=f"epoch {epoch + 1}/{training.epochs}",
+        bar = tqdm(range(0, n, training.batch_size), desc=f"epoch {epoch + 1}/{n_epochs}",
                    disable=not progress, leave=False)
         for i in bar:
             idx = order[i : i + training.batch_size]
@@ -163,6 +209,21 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: 
             total += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
-        log.info("epoch %d/%d: loss %.4f, train accuracy %.4f", epoch + 1, training.epochs, total / seen,
-                 correct / seen)
+        if gate is None:
+            log.info("epoch %d/%d: loss %.4f, train accuracy %.4f", epoch + 1, n_epochs, total / seen,
+                     correct / seen)
+            continue
+        accuracy = evaluate(model, images, labels)
+        model.train()
+        log.info("epoch %d/%d: loss %.4f, train accuracy %.4f (gate %.2f)", epoch + 1, n_epochs, total / seen,
+                 accuracy, gate)
+        if accuracy >= gate:
+            model.eval()
+            return epoch + 1
     model.eval()
+    if gate is not None:
+        raise MemorizationError(
+            f"the random-label model reached training accuracy {accuracy:.4f} after {n_epochs} epochs, below "
+            f"training.memorization_gate={gate}; raise training.max_epochs={n_epochs} or training.lr={training.lr}"
+        )
+    return n_epochs

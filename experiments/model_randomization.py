@@ -8,19 +8,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from common import log, to_experiment
+from common import main_for
 
 from benchmark.model_randomization import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="model_randomization")
 def main(cfg: DictConfig) -> None:
-    try:
-        run_dir = run(to_experiment(cfg))
-    except ValueError as err:  # bad input: the message names the key, the value and the fix
-        log.error("%s", err)
-        raise SystemExit(2) from None
-    print(f"results: {run_dir}")
+    main_for(run, cfg)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,26 @@ def test_model_is_left_unchanged_even_after_an_error(tiny_cnn, digits_batch):
         engine.explain(x[:2], torch.tensor([0, 99]), torch.arange(2))  # target out of range
     assert _model_state(tiny_cnn)[1:] == before[1:]
     _no_hooks(tiny_cnn)
-    # guided mode is gone: the gradient after an error is the plain gradient
+
+
+def test_guided_mode_ends_after_an_error_inside_the_guided_pass(tiny_cnn, digits_batch, monkeypatch):
+    from benchmark.methods import engine as engine_module
+
+    x, _ = digits_batch
+    tiny_cnn.train()
+    before = _model_state(tiny_cnn)
+
+    def broken(ctx, inp):
+        raise RuntimeError("failure inside the guided pass")
+
+    monkeypatch.setattr(engine_module._GuidedReLU, "forward", staticmethod(broken))
+    engine = Engine(tiny_cnn, build_methods({"gradcam": {}, "guided_backprop": {}}), target_layer=tiny_cnn.relu2)
+    with pytest.raises(RuntimeError, match="inside the guided pass"):
+        engine.explain(x[:2], torch.tensor([0, 1]), torch.arange(2))
+    monkeypatch.undo()
+    assert _model_state(tiny_cnn)[1:] == before[1:]
+    _no_hooks(tiny_cnn)
+    # guided mode is gone: the gradient after the error is the plain gradient
     g = Engine(tiny_cnn, [build_method("gradient")]).explain(x[:2], torch.tensor([0, 1]), torch.arange(2))
     xs = x[:2].clone().requires_grad_(True)
     tiny_cnn.eval()

@@ -151,3 +151,28 @@ def test_edge_control_is_the_sobel_magnitude(setup):
     out = explain(model, x, t, "edge")
     for i in range(len(x)):
         torch.testing.assert_close(out[i, 0], torch.tensor(sobel(x[i, 0].numpy())), atol=1e-6, rtol=0)
+
+
+def test_guided_backprop_on_torchvision_basic_conv2d(digits_batch):
+    """torchvision's Inception blocks (BasicConv2d) call F.relu: guided backprop must still apply."""
+    from torch import nn
+    from torchvision.models.inception import BasicConv2d
+
+    torch.manual_seed(1)
+    blocks = nn.Sequential(BasicConv2d(1, 4, kernel_size=3, padding=1), nn.MaxPool2d(2),
+                           BasicConv2d(4, 6, kernel_size=3, padding=1), nn.MaxPool2d(2), nn.Flatten(),
+                           nn.Linear(6 * 7 * 7, 5)).eval()
+    twin = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, eps=0.001), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6, eps=0.001),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 7 * 7, 5)).eval()
+    src = blocks.state_dict()
+    mapping = {"0.conv": "0", "0.bn": "1", "2.conv": "4", "2.bn": "5", "5": "9"}
+    twin.load_state_dict({k.replace(old, new, 1): v for k, v in src.items()
+                          for old, new in mapping.items() if k.startswith(old + ".")})
+    x, _ = digits_batch
+    t = blocks(x).argmax(1)
+    torch.testing.assert_close(twin(x), blocks(x))
+    gbp = explain(blocks, x, t, "guided_backprop", layer=blocks[2])
+    grad = explain(blocks, x, t, "gradient", layer=blocks[2])
+    assert (gbp - grad).abs().max() > 1e-4
+    torch.testing.assert_close(gbp, GuidedBackprop(twin).attribute(x, target=t), atol=ATOL, rtol=0)

@@ -164,6 +164,15 @@ def test_a_tampered_file_makes_the_run_unfinished(smoke, tmp_path):
     (["model=mlp", "method=[gradcam]"], "needs a convolutional layer"),
     (["n_images=0"], "n_images=0 must be a positive"),
     (["method.smoothgrad.noise_level=-3", "method=[smoothgrad]"], "method.smoothgrad.noise_level=-3"),
+    (["similarity.percentile=150"], "similarity.percentile=150"),
+    (["similarity.hog_pixels_per_cell=0"], "similarity.hog_pixels_per_cell=0"),
+    (["similarity.hog_pixels_per_cell=100"], "does not fit 28-pixel maps"),
+    (["similarity.hog_cells_per_block=0"], "similarity.hog_cells_per_block=0"),
+    (["method=[integrated_gradients]", "method.integrated_gradients.baseline=abc"], "baseline='abc' must be a number"),
+    (["model.weights=/nonexistent.pt"], "model.weights='/nonexistent.pt' is not a file"),
+    (["data.holdout_fraction=0.001"], "data.holdout_fraction=0.001 cannot give a stratified split"),
+    (["num_threads=0"], "num_threads=0 must be at least 1"),
+    (["data=mnist", "data.root=/nonexistent/mnist"], "data.root='/nonexistent/mnist' does not exist"),
     (["+method_settings.gradinet.n_samples=3"], "method_settings has 'gradinet'"),
 ])
 def test_bad_input_fails_before_any_training(tmp_path, monkeypatch, overrides, match):
@@ -188,3 +197,57 @@ def test_command_line_runs_skips_and_rejects_bad_input(tmp_path):
     bad = subprocess.run(cmd + ["randomization.units=[conv9]"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
     assert "randomization.units has 'conv9'" in bad.stdout + bad.stderr
+
+
+@pytest.mark.parametrize("overrides,layers", [
+    (["randomization=independent"], ["original", "logits", "fc1", "conv2", "conv1"]),
+    (["randomization=bottom_up"], ["original", "conv1", "conv2", "fc1", "logits"]),
+    (["profile=code"], ["original", "logits", "fc1", "conv2", "conv1"]),
+    (["model=mlp"], ["original", "logits", "hidden3", "hidden2", "hidden1"]),
+])
+def test_other_orders_profiles_and_models_run_end_to_end(tmp_path, overrides, layers):
+    cfg = smoke_cfg(tmp_path, "method=[gradient,edge,noise]", *overrides)
+    run_dir = run(cfg)
+    df = pd.read_parquet(run_dir / "scores.parquet")
+    assert [str(v) for v in df.drop_duplicates("stage").sort_values("stage").layer] == layers
+    assert len(df) == 3 * 5 * 4 * cfg.n_images
+    assert (df[df.method == "edge"].value == 1.0).all()
+    meta = json.loads((run_dir / "meta.json").read_text())
+    if "profile=code" in overrides:
+        assert meta["resolved"]["reinit"] == "layer_default" and meta["resolved"]["ssim_window"] == "gaussian"
+
+
+@pytest.mark.parametrize("target", ["predicted", "original_prediction", "label"])
+def test_target_class_choice(tmp_path, target):
+    from benchmark.data import load_dataset
+
+    cfg = smoke_cfg(tmp_path, "method=[gradient]", f"target={target}", "n_images=8")
+    df = pd.read_parquet(run(cfg) / "scores.parquet")
+    per = df[df.metric == "spearman_abs"].pivot(index="image", columns="stage", values="target")
+    labels = load_dataset(cfg.data).eval_labels[:8].numpy()
+    if target == "label":
+        assert (per.to_numpy() == labels[:, None]).all()
+    elif target == "original_prediction":
+        assert (per.to_numpy() == per[[0]].to_numpy()).all()
+    else:  # recomputed for every randomized model: some images change class after the logits are redrawn
+        assert (per.drop(columns=0).to_numpy() != per[[0]].to_numpy()).any()
+
+
+def test_mlp_with_default_methods_skips_gradcam_with_a_reason(tmp_path, caplog):
+    cfg = smoke_cfg(tmp_path, "model=mlp", "method=[gradient,gradcam,guided_gradcam,edge]")
+    with caplog.at_level(logging.INFO):
+        df = pd.read_parquet(run(cfg) / "scores.parquet")
+    assert set(df.method) == {"gradient", "edge"}
+    assert "skipping gradcam, guided_gradcam" in caplog.text
+
+
+def test_command_line_settings_win_over_the_experiment(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "model_randomization.py"), "experiment=smoke",
+           "method=[smoothgrad]", "method.smoothgrad.n_samples=3", f"results_root={tmp_path}", "progress=false"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    config = next(tmp_path.glob("model_randomization/*/config.yaml")).read_text()
+    assert "n_samples: 3" in config
+    mlp = subprocess.run(cmd[:2] + ["experiment=smoke", "model=mlp", "method=[gradcam]", f"results_root={tmp_path}"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert mlp.returncode == 2 and "needs a convolutional layer" in mlp.stdout + mlp.stderr

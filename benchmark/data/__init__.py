@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 
 from benchmark.config import DataConfig
 
@@ -34,13 +36,40 @@ class Dataset:
         return int(self.train_images.shape[2]), int(self.train_images.shape[3])
 
 
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a deterministic stratified train / held-out split (``data.holdout_fraction``)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"data.holdout_fraction={fraction} must lie strictly between 0 and 1, e.g. 0.2")
+    try:
+        return train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+    except ValueError as err:
+        raise ValueError(f"data.holdout_fraction={fraction} cannot give a stratified split of {len(labels)} images "
+                         f"({err}); choose a fraction such as 0.2") from None
+
+
 def _load_digits(cfg: DataConfig) -> Dataset:
     from benchmark.data.digits import load_digits
 
     return load_digits(cfg)
 
 
-LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {"digits": _load_digits}
+def _load_mnist(cfg: DataConfig) -> Dataset:
+    from benchmark.data.mnist import load_mnist_like
+
+    return load_mnist_like(cfg, "mnist")
+
+
+def _load_fashion_mnist(cfg: DataConfig) -> Dataset:
+    from benchmark.data.mnist import load_mnist_like
+
+    return load_mnist_like(cfg, "fashion_mnist")
+
+
+LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
+    "digits": _load_digits,
+    "mnist": _load_mnist,
+    "fashion_mnist": _load_fashion_mnist,
+}
 
 
 def check_data_name(name: str) -> None:

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits as _sk_load_digits
-from sklearn.model_selection import train_test_split
 
 from benchmark.config import DataConfig
-from benchmark.data import Dataset
+from benchmark.data import Dataset, stratified_split
 
 
 def digits_as_mnist(images: np.ndarray) -> torch.Tensor:
@@ -25,15 +24,8 @@ def digits_as_mnist(images: np.ndarray) -> torch.Tensor:
 
 
 def load_digits(cfg: DataConfig) -> Dataset:
-    if not 0.0 < cfg.holdout_fraction < 1.0:
-        raise ValueError(
-            f"data.holdout_fraction={cfg.holdout_fraction} must lie strictly between 0 and 1, e.g. 0.2"
-        )
     bunch = _sk_load_digits()
-    idx = np.arange(len(bunch.target))
-    train_idx, eval_idx = train_test_split(
-        idx, test_size=cfg.holdout_fraction, random_state=cfg.split_seed, stratify=bunch.target
-    )
+    train_idx, eval_idx = stratified_split(bunch.target, cfg.holdout_fraction, cfg.split_seed)
     images = digits_as_mnist(bunch.images)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     return Dataset(

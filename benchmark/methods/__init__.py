@@ -44,6 +44,9 @@ def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method
             raise ValueError(f"method.{name}.{key}={value!r} must be a positive whole number, e.g. 50")
         if key == "noise_level" and (not isinstance(value, (int, float)) or value <= 0):
             raise ValueError(f"method.{name}.{key}={value!r} must be a positive number, e.g. 0.15")
+        if key == "baseline" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"method.{name}.baseline={value!r} must be a number (the constant baseline image), "
+                             "e.g. 0.0")
         if key == "rule" and value not in IG_RULES:
             raise ValueError(f"method.{name}.rule={value!r} is not an IG rule; use one of {list(IG_RULES)}")
     return cls(**settings)

@@ -75,6 +75,32 @@ def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods:
     return fig
 
 
+def data_randomization_figure(df: pd.DataFrame, methods: list[str]) -> plt.Figure:
+    """Per method, similarity of the true-label and the random-label model's maps, 95% bootstrap CI."""
+    d = df[df.stage == 1].dropna(subset=["value"])
+    pairs = [[m for m in ("spearman_abs", "spearman") if m in set(d.metric)],
+             [m for m in ("ssim", "hog") if m in set(d.metric)]]
+    pairs = [p for p in pairs if p]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6.5 * len(pairs), 4.2), squeeze=False)
+    colors = sns.color_palette("colorblind", n_colors=4)
+    for ax, metrics in zip(axes[0], pairs):
+        sub = d[d.metric.isin(metrics)].copy()
+        sub["metric"] = sub.metric.map(lambda m: METRIC_LABELS.get(m, m))
+        sns.barplot(data=sub, x="method", y="value", hue="metric", order=methods, ax=ax, errorbar=("ci", 95),
+                    n_boot=1000, seed=0, palette=colors[: len(metrics)] if metrics[0] != "ssim" else colors[2:])
+        ax.set_xlabel("")
+        ax.set_ylabel("similarity: true-label vs. random-label model")
+        ax.set_ylim(-0.3, 1.05)
+        ax.axhline(0.0, color="0.4", lw=0.8)
+        ax.tick_params(axis="x", rotation=40)
+        for label in ax.get_xticklabels():
+            label.set_ha("right")
+        ax.legend(title="", fontsize=8, loc="upper left")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def maps_figure(arrays: dict[str, np.ndarray], methods: list[str], layers: list[str], k: int) -> plt.Figure:
     """Rows methods, columns stages: the ABS map of saved image ``k`` in grayscale."""
     n_r, n_c = len(methods), len(layers) + 1
@@ -114,7 +140,14 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
     layers = list(meta["stages"][i]["layer"] for i in range(len(meta["stages"])))
     metrics = list(dict.fromkeys(df.metric))
     figs: list[tuple[str, str, bytes]] = []  # (file, caption, png)
-    for metric in metrics:
+    data_test = meta["test"] == "data_randomization"
+    if data_test:
+        name = "figures/data_randomization.png"
+        png = _png(data_randomization_figure(df, methods), run_dir / name)
+        figs.append((name, "Similarity between the maps of the true-label model and the random-label model on the "
+                     "same held-out images (mean over images, 95% bootstrap interval): a method that depends on "
+                     "the labels the model learned scores low; the edge control scores 1 by construction.", png))
+    for metric in ([] if data_test else metrics):
         name = f"figures/similarity_{metric}.png"
         png = _png(similarity_figure(df, metric, layers, methods), run_dir / name)
         figs.append((name, f"{METRIC_LABELS.get(metric, metric)} between each stage's map and the trained "
@@ -126,8 +159,10 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         name = f"figures/maps_image{int(arrays['image_ids'][k])}.png"
         png = _png(maps_figure(arrays, methods, layers, k), run_dir / name)
         figs.append((name, f"ABS maps of held-out image {int(arrays['image_ids'][k])} (rows: methods; "
-                     "columns: cascade stages). Look for maps that keep the digit's shape after the top "
-                     "layers are randomized.", png))
+                     + ("columns: true-label and random-label model). Look for maps that look the same for "
+                        "both models." if data_test else
+                        "columns: cascade stages). Look for maps that keep the digit's shape after the top "
+                        "layers are randomized."), png))
 
     stages_df = pd.DataFrame(meta["stages"])[["stage", "layer", "accuracy", "logit_spearman_mean",
                                               "prediction_changed"]]
@@ -138,10 +173,15 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
 
     model = meta["model"]
     facts = [
-        ("test", f"{meta['test']} model parameter randomization"),
+        ("test", "data randomization" if data_test else f"{meta['test']} model parameter randomization"),
         ("model", f"{model['name']} (held-out accuracy {model['eval_accuracy']:.4f}, "
                   f"train accuracy {model['train_accuracy']:.4f})"),
         ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
+        *([("random-label model", f"train accuracy on its permuted labels {meta['random_label_model']['train_accuracy']:.4f}"
+                                   f" (gate {meta['random_label_model']['memorization_gate']}, "
+                                   f"{meta['random_label_model']['epochs'] or 'cached'} epochs), held-out accuracy on "
+                                   f"true labels {meta['random_label_model']['eval_accuracy']:.4f}")]
+          if data_test else []),
         ("images", f"{meta['images']['n']} held-out images"),
         ("profile", f"{meta['profile']} (re-init {meta['resolved']['reinit']}, SSIM window "
                     f"{meta['resolved']['ssim_window']}, HOG correlation {meta['resolved']['hog_correlation']})"),
