@@ -75,6 +75,8 @@ class DataConfig:
     # Held-out fraction carved from the data when the set has no split of its own.
     holdout_fraction: float = 0.2
     split_seed: int = 0
+    # Train on the first n_train images of the (already shuffled) train split only (None: all).
+    n_train: Optional[int] = None
 
 
 @dataclass
@@ -86,9 +88,12 @@ class TrainingConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     # Random labels: train until the training accuracy on the permuted labels reaches the gate,
-    # for at most max_epochs; a run that does not reach it fails.
+    # for at most max_epochs; a run that does not reach it fails. Memorizing wants more, smaller
+    # steps than learning: random_lr / random_batch_size (None: lr / batch_size).
     memorization_gate: float = 0.95
     max_epochs: int = 100
+    random_lr: Optional[float] = None
+    random_batch_size: Optional[int] = None
 
 
 @dataclass

@@ -99,8 +99,10 @@ def validate(cfg: ExperimentConfig) -> tuple[Architecture, list[Method]]:
     for key in ("epochs", "batch_size", "max_epochs"):
         if not isinstance(getattr(t, key), int) or getattr(t, key) < 1:
             raise ValueError(f"training.{key}={getattr(t, key)!r} must be a positive whole number")
-    if t.lr <= 0:
-        raise ValueError(f"training.lr={t.lr} must be positive, e.g. 1e-3")
+    if t.lr <= 0 or (t.random_lr is not None and t.random_lr <= 0):
+        raise ValueError(f"training.lr={t.lr} and training.random_lr={t.random_lr} must be positive, e.g. 1e-3")
+    if t.random_batch_size is not None and t.random_batch_size < 1:
+        raise ValueError(f"training.random_batch_size={t.random_batch_size} must be a positive whole number")
     if not 0.0 < t.memorization_gate <= 1.0:
         raise ValueError(f"training.memorization_gate={t.memorization_gate} must lie in (0, 1], e.g. 0.95")
     if cfg.randomization.std <= 0:

@@ -79,4 +79,13 @@ def check_data_name(name: str) -> None:
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     check_data_name(cfg.name)
-    return LOADERS[cfg.name](cfg)
+    data = LOADERS[cfg.name](cfg)
+    if cfg.n_train is not None:
+        if not 0 < cfg.n_train <= len(data.train_images):
+            raise ValueError(f"data.n_train={cfg.n_train} must lie in [1, {len(data.train_images)}] for "
+                             f"{cfg.name!r}, or be null for the whole train split")
+        data.train_images = data.train_images[: cfg.n_train]
+        data.train_labels = data.train_labels[: cfg.n_train]
+        data.provenance = {**data.provenance, "n_train": cfg.n_train,
+                           "n_train_note": f"first {cfg.n_train} images of the train split"}
+    return data

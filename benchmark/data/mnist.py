@@ -91,9 +91,11 @@ def load_mnist_like(cfg: DataConfig, name: str) -> Dataset:
     if found["train"] and found["test"]:
         train_x, train_y = _read_split(found["train"])
         eval_x, eval_y = _read_split(found["test"])
+        order = torch.from_numpy(g.permutation(len(train_x)))
+        train_x, train_y = train_x[order], train_y[order]
         order = torch.from_numpy(g.permutation(len(eval_x)))
         eval_x, eval_y = eval_x[order], eval_y[order]
-        split = f"official train / test split; test images in a fixed order shuffled by split_seed {cfg.split_seed}"
+        split = f"official train / test split, each in a fixed order shuffled by split_seed {cfg.split_seed}"
         source = [str(p) for p in (*found["train"], *found["test"])]
     else:
         present = "train" if found["train"] else "test"
