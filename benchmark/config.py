@@ -81,7 +81,11 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    """Adam on cross-entropy. ``training=code`` selects the paper's code: lr 1e-4, 50 / 100 epochs."""
+    """Adam on cross-entropy. ``training=code`` selects the paper's code: lr 1e-4, 50 / 100 epochs.
+
+    With Adam at lr 1e-3 and batch 50 the paper's CNN never memorized permuted digit labels (stuck at
+    chance for 100 epochs); lr 3e-4 with batch 16 reached the gate in 41 epochs.
+    """
 
     epochs: int = 10  # true labels
     batch_size: int = 50
@@ -92,8 +96,8 @@ class TrainingConfig:
     # steps than learning: random_lr / random_batch_size (None: lr / batch_size).
     memorization_gate: float = 0.95
     max_epochs: int = 100
-    random_lr: Optional[float] = None
-    random_batch_size: Optional[int] = None
+    random_lr: Optional[float] = 3e-4
+    random_batch_size: Optional[int] = 16
 
 
 @dataclass

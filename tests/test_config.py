@@ -34,7 +34,8 @@ def test_default_composes_with_every_method():
     assert cfg.n_images >= 32 and cfg.randomization.order == Order.cascading and cfg.profile == Profile.paper
 
 
-@pytest.mark.parametrize("group", ["model", "data", "method", "randomization", "similarity", "experiment"])
+@pytest.mark.parametrize("group", ["model", "data", "method", "randomization", "similarity", "experiment",
+                                   "training"])
 def test_every_option_of_every_group_composes(group):
     for f in sorted((CONF / group).glob("*.yaml")):
         make([f"{group}={f.stem}"] if group != "method" else [f"method=[{f.stem}]"])

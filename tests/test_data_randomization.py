@@ -23,7 +23,8 @@ from benchmark.training import MemorizationError, label_permutation
 ROOT = Path(__file__).resolve().parents[1]
 # A small problem that memorizes its permuted labels in seconds: a narrow MLP on 200 digits.
 FAST = ["model.name=tiny_mlp", "data.n_train=200", "training.batch_size=10", "training.epochs=8",
-        "training.lr=1e-3", "training.max_epochs=100", "n_images=8", "n_saved_images=4", "n_figure_images=1",
+        "training.lr=1e-3", "training.random_lr=1e-3",
+        "training.random_batch_size=10", "training.max_epochs=100", "n_images=8", "n_saved_images=4", "n_figure_images=1",
         "progress=false"]
 
 
