@@ -52,6 +52,13 @@ def _png(fig: plt.Figure, path: Path) -> bytes:
     return data
 
 
+X_LABELS = {
+    "cascading": "randomized from the top down to (cumulative)",
+    "bottom_up": "randomized from the bottom up to (cumulative)",
+    "independent": "the one unit randomized (the rest trained)",
+}
+
+
 def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods: list[str]) -> plt.Figure:
     """Mean similarity to the trained model's maps per stage, one line per method, 95% bootstrap CI."""
     d = df[df.metric == metric].dropna(subset=["value"])
@@ -66,7 +73,7 @@ def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods:
                      linestyle="--" if m in CONTROLS else "-")
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right")
-    ax.set_xlabel("randomized up to (cumulative)" if len(layers) > 1 else "stage")
+    ax.set_xlabel(X_LABELS.get(str(df.test.iloc[0]) if "test" in df and len(df) else "", "stage"))
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)}\nvs. trained model's map")
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_ylim(-0.3, 1.05)
@@ -161,8 +168,8 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         figs.append((name, f"ABS maps of held-out image {int(arrays['image_ids'][k])} (rows: methods; "
                      + ("columns: true-label and random-label model). Look for maps that look the same for "
                         "both models." if data_test else
-                        "columns: cascade stages). Look for maps that keep the digit's shape after the top "
-                        "layers are randomized."), png))
+                        f"columns: {meta['test']} randomization stages). Look for maps that keep the input's "
+                        "shape after the model's layers are randomized."), png))
 
     stages_df = pd.DataFrame(meta["stages"])[["stage", "layer", "accuracy", "logit_spearman_mean",
                                               "prediction_changed"]]
