@@ -10,18 +10,15 @@ Output: ``<results_root>/data_randomization/<run_id>/``.
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from benchmark import store
 from benchmark.config import ExperimentConfig
-from benchmark.data import load_dataset
-from benchmark.experiment import (RUN_FILES, Plan, base_meta, finish_table, run_guarded, score_stages,
-                                  select_images, validate, write_outputs)
+from benchmark.experiment import (RUN_FILES, Plan, base_meta, finish_table, run_guarded, score_stages, setup,
+                                  validate, write_outputs)
 from benchmark.randomization import Stage
-from benchmark.runtime import select_device, set_threads
 from benchmark.training import TrainedModel, train_model
 
 log = logging.getLogger(__name__)
@@ -32,6 +29,9 @@ STAGES = [Stage(0, "true_labels", ()), Stage(1, "random_labels", ())]
 
 
 def plan(cfg: ExperimentConfig) -> Plan:
+    if cfg.model.weights is not None:
+        raise ValueError(f"model.weights={cfg.model.weights!r} cannot be used by the data randomization test, "
+                         "which trains both models; remove model.weights")
     arch, methods = validate(cfg)
     rid = store.run_id(cfg, "data_randomization")
     return Plan(cfg, arch, methods, list(STAGES), "data_randomization", rid, Path(cfg.results_root) / cfg.test / rid)
@@ -51,26 +51,17 @@ def _execute(p: Plan, started: float) -> None:
     from benchmark.report import write_run_report
 
     cfg, arch = p.cfg, p.arch
-    threads = set_threads(cfg.num_threads)
-    device = select_device(cfg.device)
-    t0 = time.time()
-    data = load_dataset(cfg.data)
-    images = select_images(data, cfg.n_images)
-    data_s = time.time() - t0
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.results_root) / ".cache"
-    if cfg.model.weights is not None:
-        raise ValueError(f"model.weights={cfg.model.weights!r} cannot be used by the data randomization test, "
-                         "which trains both models; remove model.weights")
-    true = train_model(arch, data, cfg.training, cfg.seed, device, cache, cfg.progress, labels="true")
-    random = train_model(arch, data, cfg.training, cfg.seed, device, cache, cfg.progress, labels="random")
+    s = setup(cfg)
+    true = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, labels="true")
+    random = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, labels="random")
     contexts = [(STAGES[0], nullcontext(true.model)), (STAGES[1], nullcontext(random.model))]
-    scored = score_stages(cfg, arch, p.methods, contexts, data, images, device, n_stages=2)
-    df = finish_table(scored.scores, p, data)
-    meta = base_meta(p, data, scored, device, threads)
+    scored = score_stages(cfg, arch, p.methods, contexts, s.data, s.images, s.device, n_stages=2)
+    df = finish_table(scored.scores, p, s.data)
+    meta = base_meta(p, s.data, scored, s.device, s.threads)
     meta["model"] = {"name": arch.name, "gradcam_layer": arch.gradcam_layer, **_model_meta(true)}
     meta["random_label_model"] = {"name": arch.name, "memorization_gate": cfg.training.memorization_gate,
                                   **_model_meta(random)}
-    meta["timings"] = {"data_s": data_s, "training_s": true.seconds + random.seconds,
+    meta["timings"] = {"data_s": s.data_s, "training_s": true.seconds + random.seconds,
                        "maps_and_scores_s": scored.seconds}
     write_outputs(p, df, scored.arrays, meta,
                   lambda d, f, m, a: write_run_report(d, f, m, a, n_figure_images=cfg.n_figure_images), started)

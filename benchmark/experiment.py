@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 
 from benchmark import store
 from benchmark.config import ExperimentConfig, Target, resolve_profile
-from benchmark.data import Dataset, check_data_name
+from benchmark.data import Dataset, check_data_name, load_dataset
 from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
 from benchmark.models import Architecture, get_architecture
 from benchmark.postprocess import PROCESSORS
 from benchmark.randomization import Stage
-from benchmark.runtime import versions
+from benchmark.runtime import select_device, set_threads, versions
 from benchmark.similarity import METRICS, check_metrics, hog_pixels_per_cell
 from benchmark.training import evaluate
 
@@ -173,6 +173,28 @@ def logit_change(reference: torch.Tensor, current: torch.Tensor) -> dict[str, An
         "prediction_changed": float((t.argmax(1) != c.argmax(1)).mean()),
         "output_finite": finite,
     }
+
+
+@dataclass
+class Setup:
+    """What a run's execution starts from: device, threads, data, the explained images, the cache."""
+
+    device: torch.device
+    threads: int
+    data: Dataset
+    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    cache: Path
+    data_s: float
+
+
+def setup(cfg: ExperimentConfig) -> Setup:
+    threads = set_threads(cfg.num_threads)
+    device = select_device(cfg.device)
+    t0 = time.time()
+    data = load_dataset(cfg.data)
+    images = select_images(data, cfg.n_images)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.results_root) / ".cache"
+    return Setup(device, threads, data, images, cache, time.time() - t0)
 
 
 @dataclass

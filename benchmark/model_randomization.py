@@ -9,16 +9,13 @@ Output: ``<results_root>/model_randomization/<run_id>/``.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from benchmark import store
 from benchmark.config import ExperimentConfig
-from benchmark.data import load_dataset
-from benchmark.experiment import (RUN_FILES, Plan, base_meta, finish_table, run_guarded, score_stages,
-                                  select_images, validate, write_outputs)
+from benchmark.experiment import (RUN_FILES, Plan, base_meta, finish_table, run_guarded, score_stages, setup,
+                                  validate, write_outputs)
 from benchmark.randomization import randomized, stages
-from benchmark.runtime import select_device, set_threads
 from benchmark.training import train_model
 
 log = logging.getLogger(__name__)
@@ -44,23 +41,17 @@ def _execute(p: Plan, started: float) -> None:
     from benchmark.report import write_run_report
 
     cfg, arch = p.cfg, p.arch
-    threads = set_threads(cfg.num_threads)
-    device = select_device(cfg.device)
-    t0 = time.time()
-    data = load_dataset(cfg.data)
-    images = select_images(data, cfg.n_images)
-    data_s = time.time() - t0
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.results_root) / ".cache"
-    trained = train_model(arch, data, cfg.training, cfg.seed, device, cache, cfg.progress, cfg.model.weights)
+    s = setup(cfg)
+    trained = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, cfg.model.weights)
     model = trained.model
     contexts = ((stage, randomized(model, arch, stage, cfg.randomization, cfg.seed)) for stage in p.stages)
-    scored = score_stages(cfg, arch, p.methods, contexts, data, images, device, n_stages=len(p.stages))
-    df = finish_table(scored.scores, p, data)
-    meta = base_meta(p, data, scored, device, threads)
+    scored = score_stages(cfg, arch, p.methods, contexts, s.data, s.images, s.device, n_stages=len(p.stages))
+    df = finish_table(scored.scores, p, s.data)
+    meta = base_meta(p, s.data, scored, s.device, s.threads)
     meta["model"] = {"name": arch.name, "train_accuracy": trained.train_accuracy,
                      "eval_accuracy": trained.eval_accuracy, "checkpoint": trained.checkpoint,
                      "from_cache": trained.from_cache, "gradcam_layer": arch.gradcam_layer,
                      "units": {k: list(v) for k, v in arch.units.items()}}
-    meta["timings"] = {"data_s": data_s, "training_s": trained.seconds, "maps_and_scores_s": scored.seconds}
+    meta["timings"] = {"data_s": s.data_s, "training_s": trained.seconds, "maps_and_scores_s": scored.seconds}
     write_outputs(p, df, scored.arrays, meta,
                   lambda d, f, m, a: write_run_report(d, f, m, a, n_figure_images=cfg.n_figure_images), started)

@@ -11,7 +11,6 @@ number of samples or steps.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
