@@ -175,3 +175,18 @@ def test_guided_backprop_on_torchvision_basic_conv2d(digits_batch):
     grad = explain(blocks, x, t, "gradient", layer=blocks[2])
     assert (gbp - grad).abs().max() > 1e-4
     torch.testing.assert_close(gbp, GuidedBackprop(twin).attribute(x, target=t), atol=ATOL, rtol=0)
+
+
+def test_captum_adapter_runs_any_captum_method(setup):
+    model, x, t = setup
+    saliency = build_method("captum", {"attribution": "Saliency", "attribute_kwargs": {"abs": False}})
+    out = Engine(model, [saliency]).explain(x, t, torch.arange(len(x)))["captum_saliency"]
+    torch.testing.assert_close(out, explain(model, x, t, "gradient"), atol=ATOL, rtol=0)
+    engine = Engine(model, [build_method("captum", {"attribution": "DeepLift"}), build_method("gradient")],
+                    target_layer=model.conv2)
+    maps = engine.explain(x, t, torch.arange(len(x)))
+    assert set(maps) == {"captum_deeplift", "gradient"} and maps["captum_deeplift"].shape == x.shape
+    for m in model.modules():
+        assert not m._forward_hooks and not m._backward_hooks
+    with pytest.raises(ValueError, match="method.captum.attribution='NoSuchThing'"):
+        build_method("captum", {"attribution": "NoSuchThing"})

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from benchmark.methods.base import Method
+from benchmark.methods.captum import CaptumMethod
 from benchmark.methods.edge import Edge
 from benchmark.methods.engine import IG_RULES, Engine
 from benchmark.methods.gradcam import GradCAM
@@ -24,7 +25,8 @@ METHODS: dict[str, type[Method]] = {
     for cls in (Gradient, GradientXInput, IntegratedGradients, SmoothGrad, VarGrad, IGSmoothGrad,
                 GuidedBackprop, GradCAM, GuidedGradCAM, Edge, Noise)
 }
-CONTROLS = frozenset(name for name, cls in METHODS.items() if not cls.uses_model)
+METHODS["captum"] = CaptumMethod
+CONTROLS = frozenset(name for name, cls in METHODS.items() if not cls.uses_model)  # edge, noise
 
 
 def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method:
@@ -49,7 +51,10 @@ def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method
                              "e.g. 0.0")
         if key == "rule" and value not in IG_RULES:
             raise ValueError(f"method.{name}.rule={value!r} is not an IG rule; use one of {list(IG_RULES)}")
-    return cls(**settings)
+    method = cls(**settings)
+    if isinstance(method, CaptumMethod):
+        method.resolve()
+    return method
 
 
 def build_methods(spec: Mapping[str, Any]) -> list[Method]:

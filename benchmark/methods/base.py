@@ -69,3 +69,6 @@ class Method:
     def combine(self, results: "Results") -> torch.Tensor:
         """The map, (B, C, H, W) or (B, 1, H, W), from the primitives' results."""
         raise NotImplementedError
+
+    # A method outside the engine's primitives (the Captum adapter) overrides this instead.
+    attribute = None

@@ -361,4 +361,11 @@ class Engine:
         if layer["act"]:
             results.layer_activation = torch.cat([t for _, t in sorted(layer["act"], key=lambda z: z[0])])
             results.layer_gradient = torch.cat([t for _, t in sorted(layer["grad"], key=lambda z: z[0])])
-        return {m.name: m.combine(results).detach().float().cpu() for m in self.methods}
+        out: dict[str, torch.Tensor] = {}
+        for m in self.methods:
+            if m.attribute is not None:
+                with prepared(self.model):
+                    out[m.name] = m.attribute(self.model, x, target).detach().float().cpu()
+            else:
+                out[m.name] = m.combine(results).detach().float().cpu()
+        return out
