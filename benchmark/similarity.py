@@ -143,6 +143,7 @@ class Metric:
     input: str  # which post-processing it compares: abs | signed | minmax
     bounds: tuple[float, float]
     higher_is_more_similar: bool
+    # Spearman-based, so ties matter and tie_fraction is reported (HOG: only with the code profile).
     rank_based: bool
     score: Callable[[np.ndarray, np.ndarray, SimilarityConfig], Scores]
 

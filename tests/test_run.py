@@ -17,6 +17,7 @@ from skimage.metrics import structural_similarity
 import common
 from benchmark import model_randomization, store
 from benchmark.model_randomization import RUN_FILES, run
+from benchmark.similarity import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,9 @@ def test_scores_are_complete_and_in_range(smoke):
                 "model", "data", "profile", "seed", "run_id"]:
         assert col in df.columns
     ok = df.value.notna()
-    assert df.value[ok].between(-1 - 1e-9, 1 + 1e-9).all()
+    for metric, values in df[ok].groupby("metric").value:
+        lo, hi = METRICS[metric].bounds
+        assert values.between(lo - 1e-9, hi + 1e-9).all(), metric
     assert df.nan_reason[~ok].notna().all() and df.nan_reason[ok].isna().all()
     rank = df.metric.isin(["spearman_abs", "spearman"]) & ok
     assert df.tie_fraction[rank].between(0, 1).all()
