@@ -254,3 +254,14 @@ def test_command_line_settings_win_over_the_experiment(tmp_path):
     mlp = subprocess.run(cmd[:2] + ["experiment=smoke", "model=mlp", "method=[gradcam]", f"results_root={tmp_path}"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert mlp.returncode == 2 and "needs a convolutional layer" in mlp.stdout + mlp.stderr
+
+
+def test_same_config_and_seed_give_bitwise_identical_scores(tmp_path):
+    # separate checkpoint caches: training is repeated too
+    first = run(smoke_cfg(tmp_path / "a" / "r", "method=[gradient,smoothgrad,guided_gradcam,noise]"))
+    second = run(smoke_cfg(tmp_path / "b" / "r", "method=[gradient,smoothgrad,guided_gradcam,noise]"))
+    assert first.name == second.name  # same run id
+    a = pd.read_parquet(first / "scores.parquet")
+    b = pd.read_parquet(second / "scores.parquet")
+    assert a.value.to_numpy().tobytes() == b.value.to_numpy().tobytes()
+    assert a.drop(columns="value").equals(b.drop(columns="value"))
