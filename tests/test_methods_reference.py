@@ -190,3 +190,36 @@ def test_captum_adapter_runs_any_captum_method(setup):
         assert not m._forward_hooks and not m._backward_hooks
     with pytest.raises(ValueError, match="method.captum.attribution='NoSuchThing'"):
         build_method("captum", {"attribution": "NoSuchThing"})
+
+
+def test_guided_backprop_keeps_in_place_relu_semantics(digits_batch):
+    """A model that calls x.relu_() and discards the result: same logits, same guided map as out of place."""
+    from torch import nn
+
+    class InPlace(nn.Module):
+        def __init__(self, mode):
+            super().__init__()
+            self.mode = mode
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 14 * 14, 5)
+
+        def forward(self, x):
+            h = self.conv(x)
+            if self.mode == "tensor":
+                h.relu_()
+            elif self.mode == "functional":
+                torch.nn.functional.relu(h, inplace=True)
+            else:
+                h = torch.relu(h)
+            return self.fc(torch.nn.functional.max_pool2d(h, 2).flatten(1))
+
+    torch.manual_seed(0)
+    ref_model = InPlace("plain").eval()
+    x, _ = digits_batch
+    t = ref_model(x).argmax(1)
+    ref = explain(ref_model, x, t, "guided_backprop", layer=ref_model.conv)
+    for mode in ("tensor", "functional"):
+        model = InPlace(mode).eval()
+        model.load_state_dict(ref_model.state_dict())
+        torch.testing.assert_close(model(x), ref_model(x))
+        torch.testing.assert_close(explain(model, x, t, "guided_backprop", layer=model.conv), ref, atol=ATOL, rtol=0)

@@ -82,7 +82,8 @@ class _GuidedReLU(torch.autograd.Function):
         return grad.clamp(min=0) * (out > 0).to(grad.dtype)
 
 
-_RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu_}
+_RELUS = {F.relu, torch.relu, torch.Tensor.relu}
+_INPLACE_RELUS = {torch.relu_, torch.Tensor.relu_, F.relu_}
 
 
 class guided_relus(TorchFunctionMode):
@@ -94,6 +95,11 @@ class guided_relus(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        inplace = func in _INPLACE_RELUS or (func is F.relu and (kwargs.get("inplace") or
+                                                                 (len(args) > 1 and args[1])))
+        if inplace:  # keep the in-place contract: callers may discard the return value
+            x = args[0]
+            return x.copy_(_GuidedReLU.apply(x))
         if func in _RELUS:
             return _GuidedReLU.apply(args[0])
         return func(*args, **kwargs)
