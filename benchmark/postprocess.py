@@ -57,11 +57,4 @@ def minmax_map(maps: torch.Tensor | np.ndarray) -> np.ndarray:
     return (m - lo[:, None, None]) / span[:, None, None]
 
 
-def is_constant(maps: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(B,) True where a raw (B, C, H, W) map has a single value (or is not finite)."""
-    m = _np(maps).reshape(len(maps), -1)
-    finite = np.isfinite(m).all(axis=1)
-    return ~finite | (m.max(axis=1) == m.min(axis=1))
-
-
 PROCESSORS = {"abs": abs_map, "signed": signed_map, "minmax": minmax_map}
