@@ -52,8 +52,7 @@ def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method
         if key == "rule" and value not in IG_RULES:
             raise ValueError(f"method.{name}.rule={value!r} is not an IG rule; use one of {list(IG_RULES)}")
     method = cls(**settings)
-    if isinstance(method, CaptumMethod):
-        method.resolve()
+    method.check()
     return method
 
 

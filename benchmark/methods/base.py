@@ -66,6 +66,9 @@ class Method:
     def primitives(self) -> list[Primitive]:
         return []
 
+    def check(self) -> None:
+        """Raise ValueError (key, value, fix) for settings that cannot work; called when built."""
+
     def combine(self, results: "Results") -> torch.Tensor:
         """The map, (B, C, H, W) or (B, 1, H, W), from the primitives' results."""
         raise NotImplementedError

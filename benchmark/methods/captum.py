@@ -32,6 +32,9 @@ class CaptumMethod(Method):
         return hash((self.attribution, repr(sorted(self.init_kwargs.items())),
                      repr(sorted(self.attribute_kwargs.items()))))
 
+    def check(self) -> None:
+        self.resolve()
+
     def resolve(self) -> type:
         try:
             import captum.attr as attr

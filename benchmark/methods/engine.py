@@ -215,23 +215,29 @@ class Engine:
                     self.primitives.append(p)
         self.passes_per_image = self._count_items()
 
+    def _noise_groups(self) -> dict[float, list[NoisyGradients]]:
+        """NoisyGradients requests by noise level: one set of samples (the most asked for) per level."""
+        groups: dict[float, list[NoisyGradients]] = {}
+        for p in self.primitives:
+            if isinstance(p, NoisyGradients):
+                groups.setdefault(p.noise_level, []).append(p)
+        return groups
+
     def _count_items(self) -> int:
-        n = 0
-        noisy: dict[float, int] = {}
+        n = sum(max(p.n_samples for p in ps) for ps in self._noise_groups().values())
         for p in self.primitives:
             if isinstance(p, GradientPass):
                 n += 1
-            elif isinstance(p, NoisyGradients):
-                noisy[p.noise_level] = max(noisy.get(p.noise_level, 0), p.n_samples)
             elif isinstance(p, PathGradients):
                 n += p.n_steps * max(1, p.n_samples)
-        return n + sum(noisy.values())
+        return n
 
     # -- item streams -------------------------------------------------------------------
     def _segments(self, x: torch.Tensor, image_ids: torch.Tensor, guided: bool) -> list[_Segment]:
         segs: list[_Segment] = []
         capture = self.target_layer is not None and any(m.needs_target_layer for m in self.methods)
         device = x.device
+        noise_groups = {} if guided else self._noise_groups()
         for row in range(len(x)):
             xi, iid = x[row], int(image_ids[row])
             for p in self.primitives:
@@ -240,11 +246,7 @@ class Engine:
                                          capture=capture and not guided))
             if guided:
                 continue
-            by_level: dict[float, list[NoisyGradients]] = {}
-            for p in self.primitives:
-                if isinstance(p, NoisyGradients):
-                    by_level.setdefault(p.noise_level, []).append(p)
-            for level, ps in by_level.items():
+            for level, ps in noise_groups.items():
                 n = max(p.n_samples for p in ps)
                 sd = float(noise_scale(xi[None], level))
 
