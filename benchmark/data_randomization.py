@@ -55,9 +55,9 @@ def _execute(p: Plan, started: float) -> None:
     true = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, labels="true")
     random = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, labels="random")
     contexts = [(STAGES[0], nullcontext(true.model)), (STAGES[1], nullcontext(random.model))]
-    scored = score_stages(cfg, arch, p.methods, contexts, s.data, s.images, s.device, n_stages=2)
+    scored = score_stages(cfg, arch, p.methods, contexts, s, n_stages=2)
     df = finish_table(scored.scores, p, s.data)
-    meta = base_meta(p, s.data, scored, s.device, s.threads)
+    meta = base_meta(p, s, scored)
     meta["model"] = {"name": arch.name, "gradcam_layer": arch.gradcam_layer, **_model_meta(true)}
     meta["random_label_model"] = {"name": arch.name, "memorization_gate": cfg.training.memorization_gate,
                                   **_model_meta(random)}

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from benchmark import store
 from benchmark.config import ExperimentConfig, Target, resolve_profile
-from benchmark.data import Dataset, check_data_name, load_dataset
+from benchmark.data import Dataset, check_data_name, check_holdout_fraction, load_dataset
 from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
 from benchmark.models import Architecture, get_architecture
 from benchmark.postprocess import PROCESSORS
@@ -110,9 +110,7 @@ def validate(cfg: ExperimentConfig) -> tuple[Architecture, list[Method]]:
     _check_similarity(cfg, arch)
     if cfg.num_threads is not None and cfg.num_threads < 1:
         raise ValueError(f"num_threads={cfg.num_threads} must be at least 1 (or null for torch's default)")
-    if not 0.0 < cfg.data.holdout_fraction < 1.0:
-        raise ValueError(f"data.holdout_fraction={cfg.data.holdout_fraction} must lie strictly between 0 and 1, "
-                         "e.g. 0.2")
+    check_holdout_fraction(cfg.data.holdout_fraction)
     if cfg.model.weights is not None and not Path(cfg.model.weights).expanduser().is_file():
         raise ValueError(f"model.weights={cfg.model.weights!r} is not a file; give the path of a saved state dict "
                          "or leave it null to train")
@@ -146,20 +144,17 @@ def select_images(data: Dataset, n_images: int) -> tuple[torch.Tensor, torch.Ten
     return data.eval_images[:n_images], data.eval_labels[:n_images], torch.arange(n_images)
 
 
-def process(maps: dict[str, torch.Tensor], inputs: set[str], percentile: float) -> dict[str, dict[str, np.ndarray]]:
-    """method -> post-processing name -> (B, H, W) float32.
+def process(maps: dict[str, torch.Tensor], percentile: float) -> dict[str, dict[str, np.ndarray]]:
+    """method -> post-processing (abs, signed, minmax) -> (B, H, W) float32.
 
     Rounded to float32 before scoring, so the maps saved in maps.npz are exactly what the
     metrics compared and an independent re-check reproduces the table.
     """
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for name, m in maps.items():
-        out[name] = {}
-        for kind in inputs:
-            fn = PROCESSORS[kind]
-            arr = fn(m, percentile) if kind in ("abs", "signed") else fn(m)
-            out[name][kind] = arr.astype(np.float32)
-    return out
+    return {
+        name: {kind: (fn(m, percentile) if kind != "minmax" else fn(m)).astype(np.float32)
+               for kind, fn in PROCESSORS.items()}
+        for name, m in maps.items()
+    }
 
 
 def logit_change(reference: torch.Tensor, current: torch.Tensor) -> dict[str, Any]:
@@ -211,15 +206,13 @@ def score_stages(
     arch: Architecture,
     methods: list[Method],
     stage_models: Iterable[tuple[Stage, AbstractContextManager[nn.Module]]],
-    data: Dataset,
-    images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    device: torch.device,
+    s: Setup,
     n_stages: Optional[int] = None,
 ) -> Scored:
     """Maps of every stage's model, scored against stage 0's with every metric."""
-    x, labels, ids = images
+    data, device = s.data, s.device
+    x, labels, ids = s.images
     metrics = [METRICS[n] for n in cfg.similarity.metrics]
-    inputs = {m.input for m in metrics}
     k_saved = min(cfg.n_saved_images, len(x))
     rows: list[dict[str, Any]] = []
     saved: dict[str, list[np.ndarray]] = {}
@@ -246,25 +239,21 @@ def score_stages(
             engine = Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb)
             passes = engine.passes_per_image
             maps = engine.explain(x, target, ids, stage_key=f"stage{stage.index}")
-        processed = process(maps, inputs, cfg.similarity.percentile)
+        processed = process(maps, cfg.similarity.percentile)
         if stage.index == 0:
             reference = processed
         for method in methods:
             for metric in metrics:
-                s = metric.score(reference[method.name][metric.input], processed[method.name][metric.input],
-                                 cfg.similarity)
+                sc = metric.score(reference[method.name][metric.input], processed[method.name][metric.input],
+                                  cfg.similarity)
                 for i in range(len(x)):
                     rows.append({
                         "stage": stage.index, "layer": stage.layer, "method": method.name,
-                        "metric": metric.name, "image": int(ids[i]), "value": float(s.value[i]),
-                        "nan_reason": s.nan_reason[i], "tie_fraction": float(s.tie_fraction[i]),
+                        "metric": metric.name, "image": int(ids[i]), "value": float(sc.value[i]),
+                        "nan_reason": sc.nan_reason[i], "tie_fraction": float(sc.tie_fraction[i]),
                         "target": int(target[i]),
                     })
-            for kind in ("abs", "signed", "minmax"):
-                arr = processed[method.name].get(kind)
-                if arr is None:
-                    arr = process({method.name: maps[method.name][:k_saved]}, {kind},
-                                  cfg.similarity.percentile)[method.name][kind]
+            for kind, arr in processed[method.name].items():
                 saved.setdefault(f"{method.name}/{kind}", []).append(arr[:k_saved])
         change = logit_change(ref_logits, logits)
         stage_meta.append({"stage": stage.index, "layer": stage.layer, "units_randomized": list(stage.units),
@@ -290,15 +279,15 @@ def finish_table(df: pd.DataFrame, plan: Plan, data: Dataset) -> pd.DataFrame:
     return df
 
 
-def base_meta(plan: Plan, data: Dataset, scored: Scored, device: torch.device, threads: int) -> dict[str, Any]:
-    cfg = plan.cfg
+def base_meta(plan: Plan, s: Setup, scored: Scored) -> dict[str, Any]:
+    cfg, data = plan.cfg, s.data
+    ids = s.images[2]
     return {
         "run_id": plan.run_id,
         "test": plan.test,
         "experiment": cfg.test,
         "data": {"name": data.name, **data.provenance, "input_range": list(data.input_range)},
-        "images": {"n": int(len(scored.scores.image.unique())), "ids": sorted(int(i) for i in scored.scores.image.unique()),
-                   "split": "held-out"},
+        "images": {"n": len(ids), "ids": ids.tolist(), "split": "held-out"},
         "methods": {m.name: store.to_plain(m) for m in plan.methods},
         "controls": [m.name for m in plan.methods if m.name in CONTROLS],
         "profile": cfg.profile.value,
@@ -309,8 +298,8 @@ def base_meta(plan: Plan, data: Dataset, scored: Scored, device: torch.device, t
                      "batchnorm_stats": cfg.randomization.batchnorm_stats.value, "target": cfg.target.value},
         "stages": scored.stages,
         "engine": {"passes_per_image_per_stage": scored.passes_per_image},
-        "device": str(device),
-        "threads": threads,
+        "device": str(s.device),
+        "threads": s.threads,
         "seed": cfg.seed,
         "versions": versions(),
     }

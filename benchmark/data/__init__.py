@@ -36,10 +36,14 @@ class Dataset:
         return int(self.train_images.shape[2]), int(self.train_images.shape[3])
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a deterministic stratified train / held-out split (``data.holdout_fraction``)."""
+def check_holdout_fraction(fraction: float) -> None:
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"data.holdout_fraction={fraction} must lie strictly between 0 and 1, e.g. 0.2")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a deterministic stratified train / held-out split (``data.holdout_fraction``)."""
+    check_holdout_fraction(fraction)
     try:
         return train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
     except ValueError as err:

@@ -59,7 +59,8 @@ X_LABELS = {
 }
 
 
-def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods: list[str]) -> plt.Figure:
+def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods: list[str],
+                      test: str = "cascading") -> plt.Figure:
     """Mean similarity to the trained model's maps per stage, one line per method, 95% bootstrap CI."""
     d = df[df.metric == metric].dropna(subset=["value"])
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -73,7 +74,7 @@ def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods:
                      linestyle="--" if m in CONTROLS else "-")
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=30, ha="right")
-    ax.set_xlabel(X_LABELS.get(str(df.test.iloc[0]) if "test" in df and len(df) else "", "stage"))
+    ax.set_xlabel(X_LABELS.get(test, "stage"))
     ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)}\nvs. trained model's map")
     ax.axhline(0.0, color="0.6", lw=0.8)
     ax.set_ylim(-0.3, 1.05)
@@ -156,7 +157,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                      "the labels the model learned scores low; the edge control scores 1 by construction.", png))
     for metric in ([] if data_test else metrics):
         name = f"figures/similarity_{metric}.png"
-        png = _png(similarity_figure(df, metric, layers, methods), run_dir / name)
+        png = _png(similarity_figure(df, metric, layers, methods, meta["test"]), run_dir / name)
         figs.append((name, f"{METRIC_LABELS.get(metric, metric)} between each stage's map and the trained "
                      "model's map (mean over images, 95% bootstrap interval); a method that depends on the "
                      "model falls as layers are randomized, the edge control stays at 1, noise stays near 0.",
@@ -198,42 +199,64 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         ("run id", meta["run_id"]),
     ]
 
-    md = [f"# Sanity check report: {meta['run_id']}", ""]
-    md += [f"- **{k}**: {v}" for k, v in facts] + [""]
-    md += ["## Similarity to the trained model's maps", ""]
+    blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"), ("facts", facts),
+                           ("h", 2, "Similarity to the trained model's maps")]
     for metric in metrics:
-        md += [f"### {METRIC_LABELS.get(metric, metric)} (mean ± sd over images)", "",
-               tables[metric].to_markdown(), ""]
-    md += ["## The model's own output per stage", "",
-           "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
-           "trained model's; share of those images whose prediction changed.", "",
-           stages_df.to_markdown(index=False, floatfmt=".3f"), ""]
-    md += ["## Tied values (mean share per map pair, stages after the original)", "",
-           ties.to_markdown(floatfmt=".3f") if not ties.empty else "none", ""]
-    md += ["## NaN scores", "", nan.to_markdown(index=False) if not nan.empty else "No NaN scores.", ""]
-    md += ["## Figures", ""]
-    for name, caption, _ in figs:
-        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-    store.write_text(run_dir / "report.md", "\n".join(md))
+        blocks += [("h", 3, f"{METRIC_LABELS.get(metric, metric)} (mean ± sd over images)"),
+                   ("table", tables[metric], True)]
+    blocks += [("h", 2, "The model's own output per stage"),
+               ("p", "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
+                     "reference model's; share of those images whose prediction changed."),
+               ("table", stages_df, False),
+               ("h", 2, "Tied values (mean share per map pair, stages after the reference)"),
+               ("table", ties, True) if not ties.empty else ("p", "none"),
+               ("h", 2, "NaN scores"),
+               ("table", nan, False) if not nan.empty else ("p", "No NaN scores."),
+               ("h", 2, "Figures")]
+    blocks += [("figure", name, caption, png) for name, caption, png in figs]
+    store.write_text(run_dir / "report.md", _markdown(blocks))
+    store.write_text(run_dir / "report.html", _html(blocks, meta["run_id"]))
 
-    css = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-           "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
-           "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-           "figure{margin:1.5em 0}figcaption{font-size:13px;color:#444;max-width:800px}img{max-width:100%}")
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(meta['run_id'])}</title>",
-         f"<style>{css}</style></head><body>", f"<h1>Sanity check report: {html.escape(meta['run_id'])}</h1>",
-         "<ul>"] + [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in facts] + ["</ul>"]
-    h += ["<h2>Similarity to the trained model's maps</h2>"]
-    for metric in metrics:
-        h += [f"<h3>{html.escape(METRIC_LABELS.get(metric, metric))} (mean ± sd over images)</h3>",
-              tables[metric].to_html()]
-    h += ["<h2>The model's own output per stage</h2>", stages_df.to_html(index=False, float_format="%.3f")]
-    h += ["<h2>Tied values</h2>", ties.to_html(float_format="%.3f") if not ties.empty else "<p>none</p>"]
-    h += ["<h2>NaN scores</h2>", nan.to_html(index=False) if not nan.empty else "<p>No NaN scores.</p>"]
-    h += ["<h2>Figures</h2>"]
-    for name, caption, png in figs:
-        b64 = base64.b64encode(png).decode()
-        h += [f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'>"
-              f"<figcaption>{html.escape(caption)}</figcaption></figure>"]
-    h += ["</body></html>"]
-    store.write_text(run_dir / "report.html", "\n".join(h))
+
+def _markdown(blocks: list[tuple]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if b[0] == "h":
+            out += ["#" * b[1] + " " + b[2], ""]
+        elif b[0] == "facts":
+            out += [f"- **{k}**: {v}" for k, v in b[1]] + [""]
+        elif b[0] == "p":
+            out += [b[1], ""]
+        elif b[0] == "table":
+            out += [b[1].to_markdown(index=b[2], floatfmt=".3f"), ""]
+        else:  # figure: the PNG file beside the report
+            out += [f"![{b[2]}]({b[1]})", "", f"*{b[2]}*", ""]
+    return "\n".join(out)
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+        "figure{margin:1.5em 0}figcaption{font-size:13px;color:#444;max-width:800px}img{max-width:100%}")
+
+
+def _html(blocks: list[tuple], title: str) -> str:
+    """Self-contained HTML: figures embedded as base64 PNG."""
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+           f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if b[0] == "h":
+            out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
+        elif b[0] == "facts":
+            out += ["<ul>"] + [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in b[1]]
+            out.append("</ul>")
+        elif b[0] == "p":
+            out.append(f"<p>{html.escape(b[1])}</p>")
+        elif b[0] == "table":
+            out.append(b[1].to_html(index=b[2], float_format="%.3f"))
+        else:
+            b64 = base64.b64encode(b[3]).decode()
+            out.append(f"<figure><img alt='{html.escape(b[1])}' src='data:image/png;base64,{b64}'>"
+                       f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
