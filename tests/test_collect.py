@@ -1,0 +1,51 @@
+"""Collecting finished runs: only done runs with intact files are read; the rest are listed as skipped."""
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmark import store
+from benchmark.collect import collect
+
+FILES = ["scores.parquet", "meta.json", "config.yaml"]
+
+
+def fake_run(root, run_id, state="done", n=3):
+    run_dir = root / "model_randomization" / run_id
+    started = store.mark_running(run_dir)
+    df = pd.DataFrame({"run_id": run_id, "test": "cascading", "stage": 0, "method": "gradient",
+                       "metric": "spearman", "image": range(n), "value": 1.0})
+    store.atomic_write(run_dir / "scores.parquet", lambda f: df.to_parquet(f, index=False))
+    store.write_json(run_dir / "meta.json", {"run_id": run_id})
+    store.write_text(run_dir / "config.yaml", yaml.safe_dump({"seed": 0}))
+    if state == "done":
+        store.mark_done(run_dir, started, FILES)
+    elif state == "failed":
+        store.mark_failed(run_dir, started, RuntimeError("out of memory"))
+    return run_dir
+
+
+def test_collect_reads_finished_runs_and_lists_the_rest(tmp_path):
+    fake_run(tmp_path, "a", n=3)
+    fake_run(tmp_path, "b", n=2)
+    fake_run(tmp_path, "c", state="failed")
+    fake_run(tmp_path, "d", state="running")
+    tampered = fake_run(tmp_path, "e")
+    (tampered / "scores.parquet").write_bytes(b"truncated")
+    fake_run(tmp_path / ".hydra", "f")  # Hydra's own folder is not searched
+    got = collect(tmp_path)
+    assert sorted(r.run_id for r in got.runs) == ["a", "b"]
+    assert len(got.scores) == 5 and set(got.scores.run_id) == {"a", "b"}
+    states = {s.run_dir.name: s for s in got.skipped}
+    assert set(states) == {"c", "d", "e"}
+    assert states["c"].state == "failed" and "out of memory" in states["c"].reason
+    assert states["d"].state == "running" and states["e"].state == "unfinished"
+
+
+def test_collect_refuses_a_run_present_twice_and_a_missing_root(tmp_path):
+    fake_run(tmp_path / "x", "a")
+    fake_run(tmp_path / "y", "a")
+    with pytest.raises(ValueError, match="more than one folder"):
+        collect(tmp_path)
+    with pytest.raises(ValueError, match="root="):
+        collect(tmp_path / "nope")
