@@ -124,6 +124,35 @@ class SimilarityConfig:
     percentile: float = 99.0
 
 
+class VerdictRule(str, Enum):
+    """How a method's similarity at the judged stage becomes pass / fail / inconclusive."""
+
+    # Compared with the upper edge of the run's calibration band (unrelated maps).
+    calibration_band = "calibration_band"
+    # Compared with a fixed similarity, ``verdict.threshold``.
+    threshold = "threshold"
+
+
+@dataclass
+class VerdictConfig:
+    """The verdict rule of the reports (it reads results; it never changes them).
+
+    At the judged stage, the ``confidence`` bootstrap interval [lo, hi] of the mean similarity
+    over images is compared with a level L (the calibration band's upper edge, or ``threshold``):
+    pass when hi <= L (the maps became as unrelated as unrelated maps), fail when lo > L (they
+    stayed more similar), inconclusive when the interval contains L or too few images scored.
+    """
+
+    rule: VerdictRule = VerdictRule.calibration_band
+    # "last" (every unit randomized; the random-label model), "first", or a stage's layer name.
+    stage: str = "last"
+    threshold: float = 0.5
+    confidence: float = 0.95
+    n_boot: int = 2000
+    # Central share of the unrelated-map similarities that forms the calibration band.
+    band_coverage: float = 0.95
+
+
 @dataclass
 class ExperimentConfig:
     """Everything that defines one run of a sanity check."""
@@ -158,12 +187,25 @@ class ExperimentConfig:
     # With the default method list, methods the model cannot support (GradCAM on an MLP) are
     # skipped with a logged reason; the runners set this to false when method= is given.
     skip_unsupported_methods: bool = True
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
+
+
+@dataclass
+class ReportConfig:
+    """The comparative report over every finished run under ``root`` (experiments/report.py)."""
+
+    root: str = "results"
+    out: Optional[str] = None  # None: <root>/report
+    verdict: VerdictConfig = field(default_factory=VerdictConfig)
+    # Similarity metric of the cross-run tables and figures; every metric is in summary.csv.
+    metric: str = "spearman_abs"
 
 
 # Keys that do not change a run's results: left out of the run id.
 NON_RESULT_KEYS = frozenset(
     {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb",
-     "n_figure_images", "skip_unsupported_methods"}
+     "n_figure_images", "skip_unsupported_methods",
+     "verdict"}
 )
 
 PROFILES: dict[Profile, dict[str, Any]] = {

@@ -64,4 +64,6 @@ def _execute(p: Plan, started: float) -> None:
     meta["timings"] = {"data_s": s.data_s, "training_s": true.seconds + random.seconds,
                        "maps_and_scores_s": scored.seconds}
     write_outputs(p, df, scored.arrays, meta,
-                  lambda d, f, m, a: write_run_report(d, f, m, a, n_figure_images=cfg.n_figure_images), started)
+                  lambda d, f, m, a: write_run_report(d, f, m, a, n_figure_images=cfg.n_figure_images,
+                                                      verdict=cfg.verdict),
+                  started, calibration=finish_table(scored.calibration, p, s.data))

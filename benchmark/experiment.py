@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark import store
+from benchmark.calibration import calibration_scores, noise_maps
 from benchmark.config import ExperimentConfig, Target, resolve_profile
 from benchmark.data import Dataset, check_data_name, check_holdout_fraction, load_dataset
 from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
@@ -32,11 +33,13 @@ from benchmark.postprocess import PROCESSORS
 from benchmark.randomization import Stage
 from benchmark.runtime import select_device, set_threads, versions
 from benchmark.similarity import METRICS, check_metrics, hog_pixels_per_cell
+from benchmark.report.stats import check_verdict
 from benchmark.training import evaluate
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ["scores.parquet", "maps.npz", "config.yaml", "meta.json", "report.md", "report.html"]
+RUN_FILES = ["scores.parquet", "calibration.parquet", "maps.npz", "config.yaml", "meta.json", "summary.csv",
+             "report.md", "report.html"]
 
 
 @dataclass
@@ -88,6 +91,7 @@ def validate(cfg: ExperimentConfig) -> tuple[Architecture, list[Method]]:
     check_data_name(cfg.data.name)
     methods = resolve_methods(cfg, arch, cfg.skip_unsupported_methods)
     check_metrics(list(cfg.similarity.metrics))
+    check_verdict(cfg.verdict)
     for key in ("n_images", "n_saved_images", "n_figure_images"):
         value = getattr(cfg, key)
         if not isinstance(value, int) or value < (1 if key == "n_images" else 0):
@@ -199,6 +203,8 @@ class Scored:
     stages: list[dict[str, Any]]
     passes_per_image: int = 0
     seconds: float = 0.0
+    # Unrelated maps scored with every metric (benchmark.calibration): calibration.parquet.
+    calibration: Optional[pd.DataFrame] = None
 
 
 def score_stages(
@@ -218,6 +224,7 @@ def score_stages(
     saved: dict[str, list[np.ndarray]] = {}
     stage_meta: list[dict[str, Any]] = []
     reference: dict[str, dict[str, np.ndarray]] = {}
+    calibration: Optional[pd.DataFrame] = None
     ref_logits: Optional[torch.Tensor] = None
     passes = 0
     start = time.time()
@@ -242,6 +249,7 @@ def score_stages(
         processed = process(maps, cfg.similarity.percentile)
         if stage.index == 0:
             reference = processed
+            calibration = _calibrate(reference, ids, tuple(x.shape[-2:]), metrics, cfg)
         for method in methods:
             for metric in metrics:
                 sc = metric.score(reference[method.name][metric.input], processed[method.name][metric.input],
@@ -265,7 +273,14 @@ def score_stages(
     arrays["images"] = x[:k_saved].numpy().astype(np.float32)
     arrays["image_ids"] = ids[:k_saved].numpy()
     arrays["stage_layers"] = np.array([s["layer"] for s in stage_meta])
-    return Scored(pd.DataFrame(rows), arrays, stage_meta, passes, time.time() - start)
+    return Scored(pd.DataFrame(rows), arrays, stage_meta, passes, time.time() - start, calibration)
+
+
+def _calibrate(reference: dict[str, dict[str, np.ndarray]], ids: torch.Tensor, shape: tuple[int, int],
+               metrics: list, cfg: ExperimentConfig) -> pd.DataFrame:
+    """Similarity of unrelated maps (noise vs noise, each reference map vs noise) per metric and image."""
+    noise = process({w: noise_maps(cfg.seed, w, ids.tolist(), shape) for w in ("a", "b")}, cfg.similarity.percentile)
+    return calibration_scores(reference, noise["a"], noise["b"], ids.tolist(), metrics, cfg.similarity)
 
 
 def finish_table(df: pd.DataFrame, plan: Plan, data: Dataset) -> pd.DataFrame:
@@ -307,10 +322,13 @@ def base_meta(plan: Plan, s: Setup, scored: Scored) -> dict[str, Any]:
 
 def write_outputs(plan: Plan, df: pd.DataFrame, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                   report: Callable[[Path, pd.DataFrame, dict[str, Any], dict[str, np.ndarray]], None],
-                  started: float) -> None:
-    """scores.parquet, maps.npz, config.yaml, the report and meta.json, each written atomically."""
+                  started: float, calibration: Optional[pd.DataFrame] = None) -> None:
+    """scores.parquet, calibration.parquet, maps.npz, config.yaml, the report (report.md, report.html,
+    summary.csv) and meta.json, each written atomically."""
     run_dir = plan.run_dir
     store.atomic_write(run_dir / "scores.parquet", lambda f: df.to_parquet(f, index=False))
+    if calibration is not None:
+        store.atomic_write(run_dir / "calibration.parquet", lambda f: calibration.to_parquet(f, index=False))
 
     def write_npz(f: Path) -> None:
         with open(f, "wb") as fh:

@@ -13,10 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.config import ExperimentConfig  # noqa: E402
+from benchmark.config import ExperimentConfig, ReportConfig  # noqa: E402
 from benchmark.training import MemorizationError  # noqa: E402
 
 ConfigStore.instance().store(name="base_experiment", node=ExperimentConfig)
+ConfigStore.instance().store(name="base_report", node=ReportConfig)
 log = logging.getLogger("benchmark")
 
 

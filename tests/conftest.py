@@ -1,3 +1,4 @@
+import copy
 import sys
 from pathlib import Path
 
@@ -48,3 +49,32 @@ def digits_batch():
 
     bunch = load_digits()
     return digits_as_mnist(bunch.images[:6]), torch.as_tensor(bunch.target[:6])
+
+
+def smoke_cfg(tmp, *overrides):
+    """The smoke experiment's config with results under ``tmp`` (checkpoints beside it)."""
+    from hydra import compose, initialize_config_dir
+
+    import common
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="model_randomization",
+                      overrides=["experiment=smoke", f"results_root={tmp}", f"cache_dir={tmp.parent / 'cache'}",
+                                 "progress=false", *overrides])
+    return common.to_experiment(cfg)
+
+
+@pytest.fixture(scope="session")
+def _smoke_run(tmp_path_factory):
+    from benchmark.model_randomization import run
+
+    root = tmp_path_factory.mktemp("results")
+    cfg = smoke_cfg(root, "n_images=12", "n_saved_images=12")
+    return run(cfg), cfg
+
+
+@pytest.fixture
+def smoke(_smoke_run):
+    """One finished smoke run (every method, 12 images) shared by the session: (run folder, its config copy)."""
+    run_dir, cfg = _smoke_run
+    return run_dir, copy.deepcopy(cfg)

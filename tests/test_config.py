@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 import common  # noqa: F401  (registers the schema)
@@ -19,7 +20,8 @@ CONF = ROOT / "conf"
 
 def make(overrides=(), name="model_randomization"):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return common.to_experiment(compose(config_name=name, overrides=list(overrides)))
+        cfg = compose(config_name=name, overrides=list(overrides))
+        return common.to_experiment(cfg) if name != "report" else OmegaConf.to_object(cfg)
 
 
 def test_default_composes_with_every_method():
@@ -35,7 +37,7 @@ def test_default_composes_with_every_method():
 
 
 @pytest.mark.parametrize("group", ["model", "data", "method", "randomization", "similarity", "experiment",
-                                   "training"])
+                                   "training", "verdict"])
 def test_every_option_of_every_group_composes(group):
     for f in sorted((CONF / group).glob("*.yaml")):
         make([f"{group}={f.stem}"] if group != "method" else [f"method=[{f.stem}]"])
@@ -86,3 +88,17 @@ def test_bad_keys_and_values_fail_at_composition_with_the_key_named():
 
 def test_empty_method_list_composes_to_nothing():
     assert make(["method=[]"]).method == {}
+
+
+def test_verdict_rule_is_typed_and_does_not_change_the_run_id():
+    from benchmark import store
+    from benchmark.config import VerdictRule
+
+    default, threshold = make(), make(["verdict=threshold", "verdict.stage=fc1", "verdict.threshold=0.4"])
+    assert default.verdict.rule == VerdictRule.calibration_band and default.verdict.stage == "last"
+    assert threshold.verdict.rule == VerdictRule.threshold and threshold.verdict.threshold == 0.4
+    assert store.run_id(default, "cascading") == store.run_id(threshold, "cascading")  # a reading, not a result
+    with pytest.raises((ConfigCompositionException, ValidationError), match="rule"):
+        make(["verdict.rule=majority"])
+    report = make(["verdict=threshold"], name="report")
+    assert report.verdict.rule == VerdictRule.threshold and report.root == "results" and report.out is None

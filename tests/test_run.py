@@ -9,33 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from scipy.stats import pearsonr, spearmanr
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
-import common
+import common  # noqa: F401  (registers the schema)
 from benchmark import model_randomization, store
 from benchmark.model_randomization import RUN_FILES, run
 from benchmark.similarity import METRICS
+from conftest import smoke_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def smoke_cfg(tmp, *overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="model_randomization",
-                      overrides=["experiment=smoke", f"results_root={tmp}", f"cache_dir={tmp.parent / 'cache'}",
-                                 "progress=false", *overrides])
-    return common.to_experiment(cfg)
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("results")
-    cfg = smoke_cfg(root, "n_images=12", "n_saved_images=12")
-    run_dir = run(cfg)
-    return run_dir, cfg
 
 
 def test_run_writes_every_file_and_is_done(smoke):
@@ -177,6 +161,7 @@ def test_a_tampered_file_makes_the_run_unfinished(smoke, tmp_path):
     (["num_threads=0"], "num_threads=0 must be at least 1"),
     (["data=mnist", "data.root=/nonexistent/mnist"], "data.root='/nonexistent/mnist' does not exist"),
     (["+method_settings.gradinet.n_samples=3"], "method_settings has 'gradinet'"),
+    (["verdict.confidence=1.5"], "verdict.confidence=1.5 must lie in"),
 ])
 def test_bad_input_fails_before_any_training(tmp_path, monkeypatch, overrides, match):
     def no_training(*a, **k):

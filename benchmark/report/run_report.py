@@ -1,262 +1,252 @@
-"""Report of one run: similarity-versus-stage curves per metric and a grid of maps.
+"""Report of one run: verdicts, similarity curves or bars with calibration band and controls, grids
+of maps, the model's own output, honesty columns, the paper's values beside the run's.
 
-Figures are PNG files under ``figures/``; ``report.html`` embeds them (base64), so it opens
-without the folder and without a network.
+Writes ``summary.csv``, ``report.md`` (figures as PNG files under ``figures/``) and a
+self-contained ``report.html`` (figures embedded) into the run folder.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+from benchmark import store
+from benchmark.config import VerdictConfig
+from benchmark.methods import CONTROLS
+from benchmark.report import figures as F
+from benchmark.report import paper
+from benchmark.report.render import markdown, to_html
+from benchmark.report.stats import bands, judged_stage, rule_text, summarize, verdicts
 
-from benchmark import store  # noqa: E402
-from benchmark.methods import CONTROLS  # noqa: E402
-
-METRIC_LABELS = {
-    "spearman_abs": "Spearman rank correlation (ABS)",
-    "spearman": "Spearman rank correlation (no ABS)",
-    "ssim": "SSIM",
-    "hog": "HOG similarity",
-}
+VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
+CONTROL_EXPECTED = {"edge": "fail", "noise": "pass"}
 
 
-CONTROL_COLORS = {"edge": "0.15", "noise": "0.55"}
+@dataclass
+class Analysis:
+    """Everything the tables and figures of one run read."""
+
+    summary: pd.DataFrame  # summarize() rows
+    bands: dict[str, tuple[float, float]]
+    stage: Optional[int]  # the stage the verdict reads
+    verdicts: pd.DataFrame
+    layers: list[str]
+    methods: list[str]
+    metrics: list[str]
 
 
-def _palette(methods: list[str]) -> dict[str, Any]:
-    """Seaborn's colorblind palette for methods; controls in black and gray (drawn dashed)."""
-    colors = sns.color_palette("colorblind", n_colors=10)
-    others = [m for m in methods if m not in CONTROL_COLORS]
-    pal: dict[str, Any] = {m: colors[i % len(colors)] for i, m in enumerate(others)}
-    pal.update({m: CONTROL_COLORS[m] for m in methods if m in CONTROL_COLORS})
-    return pal
+def analyze(scores: pd.DataFrame, calibration: Optional[pd.DataFrame], meta: dict[str, Any],
+            rule: VerdictConfig) -> Analysis:
+    summary = summarize(scores, rule.confidence, rule.n_boot, seed=int(meta.get("seed", 0)))
+    metrics = list(dict.fromkeys(scores.metric))
+    b = bands(calibration, metrics, rule.band_coverage)
+    stage = judged_stage(pd.DataFrame(meta["stages"]), rule.stage)
+    return Analysis(summary, b, stage, verdicts(summary, b, rule, stage),
+                    [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)), metrics)
 
 
-def _png(fig: plt.Figure, path: Path) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    data = buf.getvalue()
-    store.atomic_write(path, lambda p: p.write_bytes(data))
-    return data
+def read_calibration(run_dir: Path) -> Optional[pd.DataFrame]:
+    path = Path(run_dir) / "calibration.parquet"
+    return pd.read_parquet(path) if path.exists() else None
 
 
-X_LABELS = {
-    "cascading": "randomized from the top down to (cumulative)",
-    "bottom_up": "randomized from the bottom up to (cumulative)",
-    "independent": "the one unit randomized (the rest trained)",
-}
+def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
+    """summary.csv: one row per stage, method and metric, with the band and (on the judged stage) the verdict."""
+    s = a.summary.copy()
+    s["band_low"] = s.metric.map(lambda m: a.bands[m][0])
+    s["band_high"] = s.metric.map(lambda m: a.bands[m][1])
+    v = a.verdicts.set_index(["method", "metric"])
+    judged = s.stage == a.stage
+    s["verdict"] = [v.loc[(m, k), "verdict"] if j else "" for m, k, j in zip(s.method, s.metric, judged)]
+    s["verdict_level"] = [v.loc[(m, k), "level"] if j else np.nan for m, k, j in zip(s.method, s.metric, judged)]
+    for col, val in (("run_id", meta["run_id"]), ("model", meta["model"]["name"]), ("data", meta["data"]["name"]),
+                     ("profile", meta["profile"]), ("seed", meta["seed"])):
+        s[col] = val
+    return s
 
 
-def similarity_figure(df: pd.DataFrame, metric: str, layers: list[str], methods: list[str],
-                      test: str = "cascading") -> plt.Figure:
-    """Mean similarity to the trained model's maps per stage, one line per method, 95% bootstrap CI."""
-    d = df[df.metric == metric].dropna(subset=["value"])
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    pal = _palette(methods)
-    for m in methods:
-        dm = d[d.method == m]
-        if dm.empty:
-            continue
-        sns.lineplot(data=dm, x="stage", y="value", ax=ax, color=pal[m], label=m, marker="o",
-                     errorbar=("ci", 95), n_boot=1000, seed=0,
-                     linestyle="--" if m in CONTROLS else "-")
-    ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels(layers, rotation=30, ha="right")
-    ax.set_xlabel(X_LABELS.get(test, "stage"))
-    ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)}\nvs. trained model's map")
-    ax.axhline(0.0, color="0.6", lw=0.8)
-    ax.set_ylim(-0.3, 1.05)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig
+def fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not np.isfinite(lo) or lo == hi:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def data_randomization_figure(df: pd.DataFrame, methods: list[str]) -> plt.Figure:
-    """Per method, similarity of the true-label and the random-label model's maps, 95% bootstrap CI."""
-    d = df[df.stage == 1].dropna(subset=["value"])
-    pairs = [[m for m in ("spearman_abs", "spearman") if m in set(d.metric)],
-             [m for m in ("ssim", "hog") if m in set(d.metric)]]
-    pairs = [p for p in pairs if p]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6.5 * len(pairs), 4.2), squeeze=False)
-    colors = sns.color_palette("colorblind", n_colors=4)
-    for ax, metrics in zip(axes[0], pairs):
-        sub = d[d.metric.isin(metrics)].copy()
-        sub["metric"] = sub.metric.map(lambda m: METRIC_LABELS.get(m, m))
-        sns.barplot(data=sub, x="method", y="value", hue="metric", order=methods, ax=ax, errorbar=("ci", 95),
-                    n_boot=1000, seed=0, palette=colors[: len(metrics)] if metrics[0] != "ssim" else colors[2:])
-        ax.set_xlabel("")
-        ax.set_ylabel("similarity: true-label vs. random-label model")
-        ax.set_ylim(-0.3, 1.05)
-        ax.axhline(0.0, color="0.4", lw=0.8)
-        ax.tick_params(axis="x", rotation=40)
-        for label in ax.get_xticklabels():
-            label.set_ha("right")
-        ax.legend(title="", fontsize=8, loc="upper left")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
+def verdict_table(a: Analysis) -> pd.DataFrame:
+    """Rows methods, columns metrics: "verdict · mean [95% CI]" at the judged stage."""
+    v = a.verdicts.copy()
+    v["cell"] = [f"{r.verdict} · {fmt_ci(r.mean, r.ci_low, r.ci_high)}" for r in v.itertuples()]
+    t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
+    t.columns = [F.metric_label(m) for m in t.columns]
+    t.index = [f"{m} (control; expected {CONTROL_EXPECTED[m]})" if m in CONTROL_EXPECTED else m for m in t.index]
+    return t
 
 
-def maps_figure(arrays: dict[str, np.ndarray], methods: list[str], layers: list[str], k: int) -> plt.Figure:
-    """Rows methods, columns stages: the ABS map of saved image ``k`` in grayscale."""
-    n_r, n_c = len(methods), len(layers) + 1
-    fig, axes = plt.subplots(n_r, n_c, figsize=(1.25 * n_c, 1.25 * n_r), squeeze=False)
-    img = arrays["images"][k]
-    for r, m in enumerate(methods):
-        ax = axes[r, 0]
-        ax.imshow(img.mean(0) if img.shape[0] > 1 else img[0], cmap="gray")
-        ax.set_ylabel(m, rotation=0, ha="right", va="center", fontsize=8)
-        for c, layer in enumerate(layers):
-            axes[r, c + 1].imshow(arrays[f"{m}/abs"][c, k], cmap="gray", vmin=0, vmax=1)
-            if r == 0:
-                axes[r, c + 1].set_title(layer, fontsize=8)
-        if r == 0:
-            axes[r, 0].set_title("input", fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout(pad=0.2)
-    return fig
+def stage_table(a: Analysis, metric: str) -> pd.DataFrame:
+    d = a.summary[a.summary.metric == metric]
+    cells = {(r.method, r.stage): fmt_ci(r.mean, r.ci_low, r.ci_high) for r in d.itertuples()}
+    rows = {m: [cells.get((m, s), "") for s in range(len(a.layers))] for m in a.methods}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=a.layers)
 
 
-def _summary_table(df: pd.DataFrame, metric: str, methods: list[str], layers: list[str]) -> pd.DataFrame:
-    d = df[df.metric == metric]
-    g = d.groupby(["method", "stage"])["value"]
-    mean, sd = g.mean().unstack(), g.std().unstack()
-    table = mean.map(lambda v: f"{v:.3f}").astype(str) + " ± " + sd.map(lambda v: f"{v:.3f}").astype(str)
-    table = table.reindex(methods)
-    table.columns = [layers[c] for c in table.columns]
-    return table
+def calibration_table(a: Analysis, calibration: Optional[pd.DataFrame]) -> pd.DataFrame:
+    if calibration is None:
+        return pd.DataFrame()
+    rows = []
+    for metric in a.metrics:
+        c = calibration[calibration.metric == metric]
+        nn = c[c.kind == "noise_vs_noise"].value
+        mn = c[c.kind == "map_vs_noise"].value
+        rows.append({"metric": F.metric_label(metric), "band low": a.bands[metric][0], "band high": a.bands[metric][1],
+                     "noise vs noise: mean": nn.mean(), "map vs noise: mean": mn.mean(),
+                     "map vs noise: most similar method": (c[c.kind == "map_vs_noise"].groupby("method").value.mean()
+                                                           .idxmax() if mn.notna().any() else ""),
+                     "pairs": int(c.value.notna().sum()), "NaN": int(c.value.isna().sum())})
+    return pd.DataFrame(rows)
+
+
+def honesty_table(scores: pd.DataFrame, a: Analysis) -> pd.DataFrame:
+    """Per method: images, NaN scores with their reasons, tied-value shares (randomized stages only)."""
+    later = scores[scores.stage > 0]
+    rows = []
+    for m in a.methods:
+        d = later[later.method == m]
+        reasons = d.nan_reason.dropna().value_counts()
+        ties = d[d.metric.isin(["spearman_abs", "spearman"])].groupby("metric").tie_fraction.mean()
+        rows.append({"method": m, "images": d.image.nunique(), "scores": len(d), "NaN": int(d.value.isna().sum()),
+                     "NaN reasons": "; ".join(f"{r}: {n}" for r, n in reasons.items()) or "-",
+                     "tied values, ABS": ties.get("spearman_abs", np.nan),
+                     "tied values, no-ABS": ties.get("spearman", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def model_facts(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    model = meta["model"]
+    out = [("model", f"{model['name']}: held-out accuracy {model['eval_accuracy']:.4f}, "
+                     f"train accuracy {model['train_accuracy']:.4f}")]
+    if "random_label_model" in meta:
+        r = meta["random_label_model"]
+        out.append(("random-label model", f"train accuracy on its permuted labels {r['train_accuracy']:.4f} (gate "
+                                          f"{r['memorization_gate']}, {r['epochs'] or 'cached'} epochs), held-out "
+                                          f"accuracy on true labels {r['eval_accuracy']:.4f}"))
+    return out
+
+
+def versions_text(meta: dict[str, Any]) -> str:
+    v = meta.get("versions", {})
+    return ", ".join(f"{k} {v[k]}" for k in VERSION_KEYS if v.get(k))
 
 
 def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arrays: dict[str, np.ndarray],
-                     n_figure_images: int = 3) -> None:
+                     n_figure_images: int = 3, verdict: Optional[VerdictConfig] = None) -> None:
     run_dir = Path(run_dir)
-    methods = list(dict.fromkeys(df.method))
-    layers = list(meta["stages"][i]["layer"] for i in range(len(meta["stages"])))
-    metrics = list(dict.fromkeys(df.metric))
+    rule = verdict or VerdictConfig()
+    calibration = read_calibration(run_dir)
+    a = analyze(df, calibration, meta, rule)
+    store.atomic_write(run_dir / "summary.csv", lambda p: summary_csv(a, meta).to_csv(p, index=False))
+    test = meta["test"]
+    data_test = test == "data_randomization"
+    judged_layer = a.layers[a.stage] if a.stage is not None else None
+    by_method = {m: g for m, g in a.verdicts.groupby("method")}
+
     figs: list[tuple[str, str, bytes]] = []  # (file, caption, png)
-    data_test = meta["test"] == "data_randomization"
     if data_test:
+        paper_vals = paper.paper_values()["data_randomization"]["values"].get(meta["model"]["name"])
+        vmap = {(r.method, r.metric): r.verdict for r in a.verdicts.itertuples()}
         name = "figures/data_randomization.png"
-        png = _png(data_randomization_figure(df, methods), run_dir / name)
-        figs.append((name, "Similarity between the maps of the true-label model and the random-label model on the "
-                     "same held-out images (mean over images, 95% bootstrap interval): a method that depends on "
-                     "the labels the model learned scores low; the edge control scores 1 by construction.", png))
-    for metric in ([] if data_test else metrics):
-        name = f"figures/similarity_{metric}.png"
-        png = _png(similarity_figure(df, metric, layers, methods, meta["test"]), run_dir / name)
-        figs.append((name, f"{METRIC_LABELS.get(metric, metric)} between each stage's map and the trained "
-                     "model's map (mean over images, 95% bootstrap interval); a method that depends on the "
-                     "model falls as layers are randomized, the edge control stays at 1, noise stays near 0.",
-                     png))
+        png = F.save_png(F.bars_figure(a.summary, a.bands, paper_vals, verdicts=vmap), run_dir / name)
+        figs.append((name, "Similarity of the true-label and the random-label model's maps per method (mean over "
+                     "images, 95% bootstrap interval): bars reaching into the gray band of unrelated maps mean the maps "
+                     "depend on the labels learned; the edge control sits at 1 by construction, diamonds are the "
+                     "paper's MNIST values.", png))
+    else:
+        for metric in a.metrics:
+            name = f"figures/similarity_{metric}.png"
+            vm = {m: g.set_index("metric").loc[metric, "verdict"] for m, g in by_method.items()}
+            png = F.save_png(F.curves_figure(a.summary, metric, a.layers, a.bands[metric], vm, a.stage, test),
+                             run_dir / name)
+            figs.append((name, f"{F.metric_label(metric)} of each stage's map to the trained model's map: a method "
+                         "that explains the model falls toward the gray band of unrelated maps as layers are "
+                         "randomized; the verdict in each title reads the dotted stage.", png))
     n_fig = min(n_figure_images, len(arrays["images"]))
     for k in range(n_fig):
-        name = f"figures/maps_image{int(arrays['image_ids'][k])}.png"
-        png = _png(maps_figure(arrays, methods, layers, k), run_dir / name)
-        figs.append((name, f"ABS maps of held-out image {int(arrays['image_ids'][k])} (rows: methods; "
-                     + ("columns: true-label and random-label model). Look for maps that look the same for "
-                        "both models." if data_test else
-                        f"columns: {meta['test']} randomization stages). Look for maps that keep the input's "
-                        "shape after the model's layers are randomized."), png))
-
+        image = int(arrays["image_ids"][k])
+        cols = ("columns: the true-label and the random-label model" if data_test
+                else f"columns: {test} randomization stages, trained model first")
+        for kind, what in (("abs", "ABS maps (grayscale, 0 to 1)"), ("signed", "no-ABS maps (blue negative, red "
+                                                                               "positive, -1 to 1)")):
+            name = f"figures/maps_{kind}_image{image}.png"
+            png = F.save_png(F.maps_figure(arrays, a.methods, a.layers, k, kind), run_dir / name)
+            figs.append((name, f"{what} of held-out image {image} (rows: methods; {cols}): look for rows that keep "
+                         "the input's shape while the model changes.", png))
     stages_df = pd.DataFrame(meta["stages"])[["stage", "layer", "accuracy", "logit_spearman_mean",
-                                              "prediction_changed"]]
-    nan = df[df.value.isna()].groupby(["method", "metric", "nan_reason"]).size().rename("count").reset_index()
-    ties = df[df.metric.isin(["spearman_abs", "spearman"]) & (df.stage > 0)].groupby(
-        ["method", "metric"])["tie_fraction"].mean().unstack()
-    tables = {m: _summary_table(df, m, methods, layers) for m in metrics}
+                                              "prediction_changed", "seconds"]]
+    name = "figures/model_output.png"
+    png = F.save_png(F.model_output_figure(stages_df, test), run_dir / name)
+    model_fig = (name, "The model's own output per stage: if accuracy and the logits' correlation drop, the model "
+                 "did change, so maps that stay similar are insensitive to it.", png)
 
-    model = meta["model"]
     facts = [
-        ("test", "data randomization" if data_test else f"{meta['test']} model parameter randomization"),
-        ("model", f"{model['name']} (held-out accuracy {model['eval_accuracy']:.4f}, "
-                  f"train accuracy {model['train_accuracy']:.4f})"),
+        ("test", "data randomization" if data_test else f"{test} model parameter randomization"),
+        *model_facts(meta),
         ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
-        *([("random-label model", f"train accuracy on its permuted labels {meta['random_label_model']['train_accuracy']:.4f}"
-                                   f" (gate {meta['random_label_model']['memorization_gate']}, "
-                                   f"{meta['random_label_model']['epochs'] or 'cached'} epochs), held-out accuracy on "
-                                   f"true labels {meta['random_label_model']['eval_accuracy']:.4f}")]
-          if data_test else []),
-        ("images", f"{meta['images']['n']} held-out images"),
+        ("images", f"{meta['images']['n']} held-out images (ids {_ids(meta['images']['ids'])})"),
         ("profile", f"{meta['profile']} (re-init {meta['resolved']['reinit']}, SSIM window "
                     f"{meta['resolved']['ssim_window']}, HOG correlation {meta['resolved']['hog_correlation']})"),
-        ("seed", str(meta["seed"])),
+        ("seed", f"{meta['seed']} (every generator derives from it: stages, noise, calibration, bootstrap)"),
         ("device", f"{meta['device']}, {meta['threads']} threads"),
-        ("time", f"{meta['timings']['total_s']:.1f} s (training {meta['timings']['training_s']:.1f} s)"),
+        ("time", f"{meta['timings']['total_s']:.1f} s in all (training {meta['timings']['training_s']:.1f} s, maps "
+                 f"and scores {meta['timings'].get('maps_and_scores_s', float('nan')):.1f} s)"),
+        ("versions", versions_text(meta)),
         ("run id", meta["run_id"]),
     ]
-
     blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"), ("facts", facts),
-                           ("h", 2, "Similarity to the trained model's maps")]
-    for metric in metrics:
-        blocks += [("h", 3, f"{METRIC_LABELS.get(metric, metric)} (mean ± sd over images)"),
-                   ("table", tables[metric], True)]
+                           ("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
+                           ("table", verdict_table(a), True)]
+    if data_test:
+        comp = paper.data_randomization_comparison(a.summary, meta["model"]["name"])
+        blocks += [("h", 2, "Beside the paper"),
+                   ("p", f"{paper.paper_values()['citation']}: ABS Spearman of the true- and random-label models' "
+                         "maps read off its MNIST bar charts (+-0.05); 'agrees' when the paper's value lies within "
+                         "this run's 95% interval widened by the reading error. This run's data: "
+                         f"{meta['data']['name']}."), ("table", comp, False)]
+    else:
+        comp = paper.cascading_comparison(a.verdicts)
+        blocks += [("h", 2, "Beside the paper"),
+                   ("p", f"{paper.paper_values()['citation']}, cascading randomization of Inception v3: whether each "
+                         "method's maps changed once the higher layers were randomized, next to this run's verdict at "
+                         f"the judged stage ({judged_layer}). The paper judged by eye on ImageNet; this run's model, "
+                         "data and stage differ."), ("table", comp, False)]
+    blocks += [("figure", *f) for f in figs[: len(a.metrics) if not data_test else 1]]
+    blocks += [("h", 2, "Similarity per stage (mean [95% bootstrap interval] over images)")]
+    for metric in a.metrics:
+        blocks += [("h", 3, F.metric_label(metric)), ("table", stage_table(a, metric), True)]
+    blocks += [("h", 2, "Calibration: similarity of unrelated maps, measured in this run"),
+               ("p", "Per image, two N(0,1) noise maps (noise vs noise) and each method's trained-model map against "
+                     "noise (map vs noise), post-processed and scored like every map. The band is the central "
+                     f"{rule.band_coverage:.0%} of these values; the paper's appendix reports |value| < 0.005 on "
+                     "every metric, HOG of uniform noise about 0.08."),
+               ("table", calibration_table(a, calibration), False) if calibration is not None
+               else ("p", "This run has no calibration.parquet (made by an older version); verdicts under the "
+                          "calibration_band rule are inconclusive.")]
+    blocks += [("h", 2, "Maps")] + [("figure", *f) for f in figs[(len(a.metrics) if not data_test else 1):]]
     blocks += [("h", 2, "The model's own output per stage"),
                ("p", "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
-                     "reference model's; share of those images whose prediction changed."),
-               ("table", stages_df, False),
-               ("h", 2, "Tied values (mean share per map pair, stages after the reference)"),
-               ("table", ties, True) if not ties.empty else ("p", "none"),
-               ("h", 2, "NaN scores"),
-               ("table", nan, False) if not nan.empty else ("p", "No NaN scores."),
-               ("h", 2, "Figures")]
-    blocks += [("figure", name, caption, png) for name, caption, png in figs]
-    store.write_text(run_dir / "report.md", _markdown(blocks))
-    store.write_text(run_dir / "report.html", _html(blocks, meta["run_id"]))
+                     "reference model's; share of those images whose prediction changed; seconds per stage."),
+               ("table", stages_df, False), ("figure", *model_fig),
+               ("h", 2, "Honesty: images, NaN scores and tied values (randomized stages)"),
+               ("p", "A NaN score is a map pair that cannot be compared (a constant map has no ranks); it is counted "
+                     "here and left out of means. Tied values: mean share of entries of a map that share their "
+                     "value with another entry (the larger of the pair); high shares inflate rank correlations."),
+               ("table", honesty_table(df, a), False)]
+    store.write_text(run_dir / "report.md", markdown(blocks))
+    store.write_text(run_dir / "report.html", to_html(blocks, meta["run_id"]))
 
 
-def _markdown(blocks: list[tuple]) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if b[0] == "h":
-            out += ["#" * b[1] + " " + b[2], ""]
-        elif b[0] == "facts":
-            out += [f"- **{k}**: {v}" for k, v in b[1]] + [""]
-        elif b[0] == "p":
-            out += [b[1], ""]
-        elif b[0] == "table":
-            out += [b[1].to_markdown(index=b[2], floatfmt=".3f"), ""]
-        else:  # figure: the PNG file beside the report
-            out += [f"![{b[2]}]({b[1]})", "", f"*{b[2]}*", ""]
-    return "\n".join(out)
-
-
-_CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-        "figure{margin:1.5em 0}figcaption{font-size:13px;color:#444;max-width:800px}img{max-width:100%}")
-
-
-def _html(blocks: list[tuple], title: str) -> str:
-    """Self-contained HTML: figures embedded as base64 PNG."""
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-           f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if b[0] == "h":
-            out.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
-        elif b[0] == "facts":
-            out += ["<ul>"] + [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in b[1]]
-            out.append("</ul>")
-        elif b[0] == "p":
-            out.append(f"<p>{html.escape(b[1])}</p>")
-        elif b[0] == "table":
-            out.append(b[1].to_html(index=b[2], float_format="%.3f"))
-        else:
-            b64 = base64.b64encode(b[3]).decode()
-            out.append(f"<figure><img alt='{html.escape(b[1])}' src='data:image/png;base64,{b64}'>"
-                       f"<figcaption>{html.escape(b[2])}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out)
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids)) if len(ids) <= 12 else f"{', '.join(map(str, ids[:10]))}, ... {ids[-1]}"

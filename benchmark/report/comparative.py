@@ -1,0 +1,247 @@
+"""One report over every finished run under a results root (a sweep, or several experiments).
+
+Built on ``benchmark.collect``: finished runs are read, every other run folder is listed as
+skipped with its reason. Each run is analysed exactly as its own report does (same summaries,
+same calibration band, same verdict rule, here the report's rule), then laid out as methods x
+tests x models x seeds.
+
+Output in ``out`` (default ``<root>/report``): ``report.md``, ``report.html`` (self-contained),
+``summary.csv`` (every run's summary rows), ``verdicts.csv``, ``figures/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from benchmark import store
+from benchmark.collect import collect
+from benchmark.config import VerdictConfig
+from benchmark.methods import CONTROLS
+from benchmark.report import figures as F
+from benchmark.report import paper
+from benchmark.report.render import markdown, to_html
+from benchmark.report.run_report import (CONTROL_EXPECTED, Analysis, analyze, fmt_ci, read_calibration,
+                                         summary_csv, versions_text)
+from benchmark.report.stats import rule_text, summarize
+
+log = logging.getLogger(__name__)
+
+GROUP = ["test", "model", "data", "profile"]
+
+
+def _group_name(key: tuple) -> str:
+    test, model, data, profile = key
+    return f"{test} · {model} · {data} · profile {profile}"
+
+
+def _provenance(run: Any, root: Path, a: Analysis) -> dict[str, Any]:
+    meta = run.meta
+    status = store.read_status(run.run_dir) or {}
+    return {
+        "run_id": run.run_id, "test": meta["test"], "model": meta["model"]["name"], "data": meta["data"]["name"],
+        "profile": meta["profile"], "seed": meta["seed"], "images": meta["images"]["n"],
+        "methods": len(a.methods), "stages": len(a.layers) - 1,
+        "held-out accuracy": meta["model"]["eval_accuracy"],
+        "finished (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime(status["finished"])) if "finished" in status
+        else "",
+        "time (s)": meta.get("timings", {}).get("total_s", np.nan),
+        "calibration": "yes" if (run.run_dir / "calibration.parquet").exists() else "no",
+        "folder": str(run.run_dir.relative_to(root)) if run.run_dir.is_relative_to(root) else str(run.run_dir),
+    }
+
+
+def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optional[VerdictConfig] = None,
+                             metric: str = "spearman_abs") -> Path:
+    """Collect, analyse and render; returns the folder holding report.html."""
+    root = Path(root)
+    rule = rule or VerdictConfig()
+    col = collect(root)
+    out = Path(out) if out is not None else root / "report"
+    if not col.runs and not col.skipped:
+        raise ValueError(f"root={str(root)!r} holds no run folders (no status.json below it); run an experiment "
+                         "first, e.g. python experiments/model_randomization.py, or point root at its results")
+
+    analyses: dict[str, Analysis] = {}
+    summaries, verdict_rows, prov = [], [], []
+    for run in col.runs:
+        scores = col.scores[col.scores.run_id == run.run_id]
+        a = analyze(scores, read_calibration(run.run_dir), run.meta, rule)
+        analyses[run.run_id] = a
+        summaries.append(summary_csv(a, run.meta))
+        v = a.verdicts.assign(run_id=run.run_id, test=run.meta["test"], model=run.meta["model"]["name"],
+                              data=run.meta["data"]["name"], profile=run.meta["profile"], seed=run.meta["seed"])
+        verdict_rows.append(v)
+        prov.append(_provenance(run, root, a))
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    verdicts = pd.concat(verdict_rows, ignore_index=True) if verdict_rows else pd.DataFrame()
+    store.atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False))
+    store.atomic_write(out / "verdicts.csv", lambda p: verdicts.to_csv(p, index=False))
+    runs_by_id = {r.run_id: r for r in col.runs}
+
+    blocks: list[tuple] = [("h", 1, f"Sanity checks across runs: {root}")]
+    blocks.append(("facts", [
+        ("runs used", f"{len(col.runs)} finished runs ({summary.run_id.nunique() if len(summary) else 0} with scores)"),
+        ("runs skipped", f"{len(col.skipped)} (failed or unfinished; listed below with the reason)"),
+        ("metric of the cross-run tables", F.metric_label(metric) + " (every metric is in summary.csv and "
+                                                                    "verdicts.csv)"),
+        ("verdict rule", f"{rule.rule.value}, stage {rule.stage!r}"),
+        ("written", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+    ]))
+    figs_dir = out / "figures"
+    if len(verdicts):
+        blocks += [("h", 2, "Verdicts: methods x tests x models x seeds"), ("p", rule_text(rule)),
+                   ("p", f"Cells: verdict · mean [95% interval] of {F.metric_label(metric)} at the judged stage; "
+                         "the last column says whether the seeds agree."),
+                   ("table", _verdict_matrix(verdicts, metric), False)]
+        blocks += _paper_blocks(verdicts, summary, metric)
+        blocks += [("h", 2, "Figures")]
+        blocks += _figures(col.scores, summary, verdicts, analyses, runs_by_id, metric, rule, figs_dir)
+        blocks += [("h", 2, "The models"),
+                   ("p", "Accuracy of every model used, and the change of the model's own output per stage "
+                         "(held-out accuracy; Spearman of the explained images' logits against the reference "
+                         "model's; share of changed predictions)."),
+                   ("table", _models_table(col.runs), False),
+                   ("table", _stages_table(col.runs), False),
+                   ("h", 2, "Honesty: NaN scores, tied values, images, seeds, versions, time"),
+                   ("table", _honesty_table(col.scores, col.runs), False)]
+    blocks += [("h", 2, "Provenance of every run used"),
+               ("table", pd.DataFrame(prov), False),
+               ("p", "Versions per run: " + "; ".join(f"{r.run_id}: {versions_text(r.meta)}" for r in col.runs)
+                if col.runs else "No finished runs."),
+               ("h", 2, "Runs skipped"),
+               ("table", pd.DataFrame([{"folder": str(s.run_dir.relative_to(root)), "state": s.state,
+                                        "reason": s.reason} for s in col.skipped]), False)
+               if col.skipped else ("p", "None: every run folder under the root is finished.")]
+    store.write_text(out / "report.md", markdown(blocks))
+    store.write_text(out / "report.html", to_html(blocks, f"Sanity checks across runs: {root}"))
+    log.info("comparative report of %d runs (%d skipped): %s", len(col.runs), len(col.skipped), out / "report.html")
+    return out
+
+
+def _verdict_matrix(verdicts: pd.DataFrame, metric: str) -> pd.DataFrame:
+    v = verdicts[verdicts.metric == metric].copy()
+    v["cell"] = [f"{r.verdict} · {fmt_ci(r.mean, r.ci_low, r.ci_high)}" for r in v.itertuples()]
+    v["seed"] = "seed " + v.seed.astype(str)
+    keys = GROUP + ["method"]
+    t = v.pivot_table(index=keys, columns="seed", values="cell", aggfunc="first", sort=False)
+    agree = v.groupby(keys, sort=False).verdict.agg(
+        lambda s: f"all {s.iloc[0]}" if s.nunique() == 1 else ", ".join(f"{k} {n}" for k, n in s.value_counts().items()))
+    t["seeds agree?"] = agree
+    t = t.reset_index()
+    t.columns.name = None
+    t["method"] = [f"{m} (control; expected {CONTROL_EXPECTED[m]})" if m in CONTROL_EXPECTED else m for m in t.method]
+    return t
+
+
+def _paper_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame, metric: str) -> list[tuple]:
+    out: list[tuple] = [("h", 2, "Beside the paper"), ("p", paper.paper_values()["citation"] + ".")]
+    casc = verdicts[verdicts.test == "cascading"]
+    if len(casc):
+        rows = []
+        for r in casc.itertuples():
+            expected, finding = paper.cascading_expectation(r.method, r.metric)
+            if expected is None or r.verdict == "inconclusive":
+                continue
+            rows.append({"model": r.model, "data": r.data, "profile": r.profile, "method": r.method,
+                         "metric": r.metric, "paper": expected, "agrees": r.verdict == expected})
+        if rows:
+            d = pd.DataFrame(rows)
+            t = d.groupby(["model", "data", "profile", "method", "paper"], sort=False).agg(
+                metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))), sum=("agrees", "sum"),
+                count=("agrees", "count")).reset_index()
+            t["this suite"] = [f"{s} of {c} (metric, seed) verdicts agree" for s, c in zip(t["sum"], t["count"])]
+            out += [("p", "Cascading randomization: the paper's outcome (Inception v3 on ImageNet, judged by eye once the "
+                          "higher layers were randomized) against this suite's decided verdicts, counted over metrics "
+                          "the paper reports on and seeds."),
+                    ("table", t.drop(columns=["sum", "count"]), False)]
+    dr = summary[(summary.test == "data_randomization")] if len(summary) else summary
+    if len(dr):
+        comps = []
+        for (model, data, seed), g in dr.groupby(["model", "data", "seed"], sort=False):
+            c = paper.data_randomization_comparison(g, model)
+            if len(c):
+                comps.append(c.assign(model=model, data=data, seed=seed))
+        if comps:
+            c = pd.concat(comps, ignore_index=True)
+            cols = ["model", "data", "seed"] + [k for k in c.columns if k not in ("model", "data", "seed")]
+            out += [("p", "Data randomization: ABS Spearman of the true- and random-label models' maps beside the "
+                          "values read off the paper's MNIST bar charts (+-0.05)."), ("table", c[cols], False)]
+    return out
+
+
+def _figures(scores: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame, analyses: dict[str, Analysis],
+             runs: dict[str, Any], metric: str, rule: VerdictConfig, figs_dir: Path) -> list[tuple]:
+    blocks: list[tuple] = []
+    for key, g in summary.groupby(GROUP, sort=False):
+        name = "_".join(str(k) for k in key)
+        run_ids = list(dict.fromkeys(g.run_id))
+        a0 = analyses[run_ids[0]]
+        lows = [analyses[r].bands.get(metric, (np.nan, np.nan))[0] for r in run_ids]
+        highs = [analyses[r].bands.get(metric, (np.nan, np.nan))[1] for r in run_ids]
+        band = (float(np.nanmin(lows)), float(np.nanmax(highs))) if np.isfinite(lows).any() else (np.nan, np.nan)
+        seeds = sorted(int(x) for x in g.seed.unique())
+        if key[0] == "data_randomization":
+            pooled = summarize(scores[scores.run_id.isin(run_ids)].assign(layer=lambda d: d.layer.astype(str)),
+                               rule.confidence, rule.n_boot, seed=0)
+            bands = {m: (np.nanmin([analyses[r].bands[m][0] for r in run_ids]),
+                         np.nanmax([analyses[r].bands[m][1] for r in run_ids])) for m in a0.metrics}
+            png = F.save_png(F.bars_figure(pooled, bands, paper.paper_values()["data_randomization"]["values"]
+                                           .get(key[1])), figs_dir / f"{name}.png")
+            cap = (f"{_group_name(key)}, seeds {seeds} pooled (mean over images and seeds, 95% bootstrap interval): "
+                   "bars inside the gray band of unrelated maps (widest band over the runs) mean the maps changed "
+                   "with the labels; diamonds are the paper's MNIST values.")
+        else:
+            gv = verdicts[(verdicts.metric == metric) & verdicts.run_id.isin(run_ids)]
+            vm = {m: (s.iloc[0] if s.nunique() == 1 else "mixed") for m, s in gv.groupby("method").verdict}
+            png = F.save_png(F.curves_figure(g, metric, a0.layers, band, vm, a0.stage, key[0], series="seed"),
+                             figs_dir / f"{name}.png")
+            cap = (f"{_group_name(key)}: {F.metric_label(metric)} per stage, one line per seed ({seeds}) with its 95% "
+                   "interval over images: look for methods whose lines reach the gray band of unrelated maps (widest "
+                   "band over the runs) and for seeds that disagree.")
+        blocks.append(("figure", f"figures/{name}.png", cap, png))
+    return blocks
+
+
+def _models_table(runs: list[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        m = r.meta["model"]
+        row = {"run_id": r.run_id, "model": m["name"], "seed": r.meta["seed"], "train accuracy": m["train_accuracy"],
+               "held-out accuracy": m["eval_accuracy"], "checkpoint": Path(str(m.get("checkpoint", ""))).name}
+        if "random_label_model" in r.meta:
+            rl = r.meta["random_label_model"]
+            row.update({"random-label: train accuracy (permuted labels)": rl["train_accuracy"],
+                        "random-label: held-out accuracy": rl["eval_accuracy"], "random-label: epochs": rl["epochs"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _stages_table(runs: list[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        for s in r.meta["stages"]:
+            rows.append({"run_id": r.run_id, "stage": s["stage"], "layer": s["layer"], "accuracy": s["accuracy"],
+                         "logit Spearman": s["logit_spearman_mean"], "predictions changed": s["prediction_changed"]})
+    return pd.DataFrame(rows)
+
+
+def _honesty_table(scores: pd.DataFrame, runs: list[Any]) -> pd.DataFrame:
+    rows = []
+    for r in runs:
+        d = scores[(scores.run_id == r.run_id) & (scores.stage > 0)]
+        reasons = d.nan_reason.dropna().value_counts()
+        ties = d[d.metric == "spearman_abs"].tie_fraction.mean()
+        rows.append({"run_id": r.run_id, "images": d.image.nunique(), "seed": r.meta["seed"],
+                     "profile": r.meta["profile"], "scores": len(d), "NaN": int(d.value.isna().sum()),
+                     "NaN reasons": "; ".join(f"{k}: {n}" for k, n in reasons.items()) or "-",
+                     "tied values, ABS (mean)": ties,
+                     "controls": ", ".join(m for m in dict.fromkeys(d.method) if m in CONTROLS),
+                     "torch": r.meta.get("versions", {}).get("torch"),
+                     "time (s)": r.meta.get("timings", {}).get("total_s")})
+    return pd.DataFrame(rows)
