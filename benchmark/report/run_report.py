@@ -26,6 +26,14 @@ VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-imag
 CONTROL_EXPECTED = {"edge": "fail", "noise": "pass"}
 
 
+READING = ("How to read: pass means the method's maps moved at least to the rule's level when the model (or its "
+           "labels) changed, as a method that explains the model must; fail means they stayed more similar; the "
+           "controls show the rule works (edge ignores the model and must fail, noise is unrelated and must pass). "
+           "A verdict is only as strict as its rule: the figures below show every stage, and another rule or stage "
+           "is one command away, e.g. `python experiments/report.py root=<this folder> verdict=threshold "
+           "verdict.stage=fc1`.")
+
+
 @dataclass
 class Analysis:
     """Everything the tables and figures of one run read."""
@@ -207,7 +215,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
     ]
     blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"), ("facts", facts),
                            ("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
-                           ("table", verdict_table(a), True)]
+                           ("table", verdict_table(a), True), ("p", READING)]
     if data_test:
         comp = paper.data_randomization_comparison(a.summary, meta["model"]["name"])
         blocks += [("h", 2, "Beside the paper"),
