@@ -43,7 +43,7 @@ def cascading_comparison(verdicts: pd.DataFrame) -> pd.DataFrame:
         if len(row) > 1:
             row["agreement"] = f"{agree} of {n} decided metrics agree"
             rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna("")  # "": the paper does not report that metric
 
 
 def data_randomization_comparison(summary: pd.DataFrame, model: str) -> pd.DataFrame:
