@@ -11,6 +11,8 @@ Output in ``out`` (default ``<root>/report``): ``report.md``, ``report.html`` (s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ import pandas as pd
 
 from benchmark import store
 from benchmark.collect import collect
-from benchmark.config import VerdictConfig
+from benchmark.config import NON_RESULT_KEYS, VerdictConfig
 from benchmark.methods import CONTROLS
 from benchmark.report import figures as F
 from benchmark.report import paper
@@ -32,12 +34,23 @@ from benchmark.report.stats import rule_text, summarize
 
 log = logging.getLogger(__name__)
 
-GROUP = ["test", "model", "data", "profile"]
+GROUP = ["test", "model", "data", "profile", "variant"]
 
 
 def _group_name(key: tuple) -> str:
-    test, model, data, profile = key
-    return f"{test} · {model} · {data} · profile {profile}"
+    test, model, data, profile, variant = key
+    return f"{test} · {model} · {data} · profile {profile} · variant {variant}"
+
+
+def variant(config: dict[str, Any], meta: dict[str, Any]) -> str:
+    """Runs that differ only in their seed share a variant: a hash of the config without the seed, plus a hint.
+
+    Seeds of one variant are laid side by side; runs with other settings (images, methods,
+    method settings, training) get their own rows.
+    """
+    plain = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS | {"seed"}}
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{digest} ({meta['images']['n']} images)"
 
 
 def _provenance(run: Any, root: Path, a: Analysis) -> dict[str, Any]:
@@ -45,7 +58,8 @@ def _provenance(run: Any, root: Path, a: Analysis) -> dict[str, Any]:
     status = store.read_status(run.run_dir) or {}
     return {
         "run_id": run.run_id, "test": meta["test"], "model": meta["model"]["name"], "data": meta["data"]["name"],
-        "profile": meta["profile"], "seed": meta["seed"], "images": meta["images"]["n"],
+        "profile": meta["profile"], "variant": variant(run.config, meta), "seed": meta["seed"],
+        "images": meta["images"]["n"],
         "methods": len(a.methods), "stages": len(a.layers) - 1,
         "held-out accuracy": meta["model"]["eval_accuracy"],
         "finished (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime(status["finished"])) if "finished" in status
@@ -73,9 +87,11 @@ def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optio
         scores = col.scores[col.scores.run_id == run.run_id]
         a = analyze(scores, read_calibration(run.run_dir), run.meta, rule)
         analyses[run.run_id] = a
-        summaries.append(summary_csv(a, run.meta))
+        var = variant(run.config, run.meta)
+        summaries.append(summary_csv(a, run.meta).assign(variant=var))
         v = a.verdicts.assign(run_id=run.run_id, test=run.meta["test"], model=run.meta["model"]["name"],
-                              data=run.meta["data"]["name"], profile=run.meta["profile"], seed=run.meta["seed"])
+                              data=run.meta["data"]["name"], profile=run.meta["profile"], variant=var,
+                              seed=run.meta["seed"])
         verdict_rows.append(v)
         prov.append(_provenance(run, root, a))
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
@@ -97,7 +113,8 @@ def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optio
     if len(verdicts):
         blocks += [("h", 2, "Verdicts: methods x tests x models x seeds"), ("p", rule_text(rule)),
                    ("p", f"Cells: verdict · mean [95% interval] of {F.metric_label(metric)} at the judged stage; "
-                         "the last column says whether the seeds agree."),
+                         "the last column says whether the seeds agree. Runs that differ in more than their seed "
+                         "(images, methods, settings) are separate variants (see the provenance table)."),
                    ("table", _verdict_matrix(verdicts, metric), False)]
         blocks += _paper_blocks(verdicts, summary, metric)
         blocks += [("h", 2, "Figures")]
@@ -133,7 +150,7 @@ def _verdict_matrix(verdicts: pd.DataFrame, metric: str) -> pd.DataFrame:
     agree = v.groupby(keys, sort=False).verdict.agg(
         lambda s: f"all {s.iloc[0]}" if s.nunique() == 1 else ", ".join(f"{k} {n}" for k, n in s.value_counts().items()))
     t["seeds agree?"] = agree
-    t = t.reset_index()
+    t = t.reset_index().fillna("")
     t.columns.name = None
     t["method"] = [f"{m} (control; expected {CONTROL_EXPECTED[m]})" if m in CONTROL_EXPECTED else m for m in t.method]
     return t
@@ -148,11 +165,12 @@ def _paper_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame, metric: str) ->
             expected, finding = paper.cascading_expectation(r.method, r.metric)
             if expected is None or r.verdict == "inconclusive":
                 continue
-            rows.append({"model": r.model, "data": r.data, "profile": r.profile, "method": r.method,
+            rows.append({"model": r.model, "data": r.data, "profile": r.profile, "variant": r.variant,
+                         "method": r.method,
                          "metric": r.metric, "paper": expected, "agrees": r.verdict == expected})
         if rows:
             d = pd.DataFrame(rows)
-            t = d.groupby(["model", "data", "profile", "method", "paper"], sort=False).agg(
+            t = d.groupby(["model", "data", "profile", "variant", "method", "paper"], sort=False).agg(
                 metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))), sum=("agrees", "sum"),
                 count=("agrees", "count")).reset_index()
             t["this suite"] = [f"{s} of {c} (metric, seed) verdicts agree" for s, c in zip(t["sum"], t["count"])]

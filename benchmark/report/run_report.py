@@ -29,9 +29,9 @@ CONTROL_EXPECTED = {"edge": "fail", "noise": "pass"}
 READING = ("How to read: pass means the method's maps moved at least to the rule's level when the model (or its "
            "labels) changed, as a method that explains the model must; fail means they stayed more similar; the "
            "controls show the rule works (edge ignores the model and must fail, noise is unrelated and must pass). "
-           "A verdict is only as strict as its rule: the figures below show every stage, and another rule or stage "
+           "A verdict is only as strict as its rule: the figures below show the numbers behind it, and another rule "
            "is one command away, e.g. `python experiments/report.py root=<this folder> verdict=threshold "
-           "verdict.stage=fc1`.")
+           "verdict.threshold=0.3`, or `verdict.stage=<layer>` to judge another stage.")
 
 
 @dataclass
