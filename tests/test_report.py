@@ -1,6 +1,5 @@
 """Reports: calibration in the run, summaries and verdicts, the comparative report, a real browser."""
 
-import json
 import re
 import shutil
 import subprocess
@@ -13,10 +12,10 @@ import pytest
 from scipy.stats import spearmanr
 
 from benchmark import store
-from benchmark.config import VerdictConfig, VerdictRule
+from benchmark.config import VerdictConfig
 from benchmark.model_randomization import run
 from benchmark.report import write_comparative_report
-from benchmark.report.stats import check_verdict, decide, judged_stage, mean_ci, summarize
+from benchmark.report.stats import check_verdict, decide, judged_stage, mean_ci
 from conftest import smoke_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

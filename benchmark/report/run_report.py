@@ -16,7 +16,6 @@ import pandas as pd
 
 from benchmark import store
 from benchmark.config import VerdictConfig
-from benchmark.methods import CONTROLS
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
