@@ -193,3 +193,43 @@ def test_threads_per_job_never_oversubscribe(monkeypatch, launcher, threads):
     if "Joblib" in launcher["_target_"]:
         n = launcher["n_jobs"] if launcher["n_jobs"] > 0 else 8 + 1 + launcher["n_jobs"]
         assert n * got <= 8 or got == 1
+
+
+def compose_with_hydra(*overrides, name="model_randomization", hydra=True):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_a_bare_method_selects_that_method_alone_with_the_same_run_id():
+    import common
+
+    from benchmark.model_randomization import plan
+
+    bare, listed = (common.to_experiment(compose_with_hydra(o, hydra=False))
+                    for o in ("method=gradient", "method=[gradient]"))
+    assert list(bare.method) == list(listed.method) == ["gradient"]
+    assert plan(bare).run_id == plan(listed).run_id
+
+
+@pytest.mark.parametrize("experiment,runner,order", [
+    ("adebayo2018_cascading_mnist", "model_randomization", "cascading"),
+    ("adebayo2018_independent_mnist", "model_randomization", "independent"),
+    ("adebayo2018_data_randomization_mnist", "data_randomization", "cascading"),
+])
+def test_paper_experiments_set_their_own_sweep(experiment, runner, order):
+    cfg = compose_with_hydra(f"experiment={experiment}", "data.root=/work/shared/data", name=runner)
+    assert cfg.hydra.sweeper.params.model == "cnn,mlp"
+    assert cfg.data.name == "mnist" and cfg.n_images == 100 and cfg.randomization.order == order
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "common.SweepSummary"
+
+
+def test_slurm_launcher_config_has_its_settings():
+    import common
+
+    cfg = compose_with_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0 and launcher.mem_gb > 0
+    assert common.launcher_threads(launcher)[0] == launcher.cpus_per_task
