@@ -233,3 +233,37 @@ def test_slurm_launcher_config_has_its_settings():
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0 and launcher.mem_gb > 0
     assert common.launcher_threads(launcher)[0] == launcher.cpus_per_task
+
+
+def test_an_out_of_memory_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    """In a sweep, main_for records any exception as the job's outcome; the run's status says failed."""
+    import copy
+
+    import common
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from benchmark import model_randomization
+
+    cfg = compose_with_hydra("experiment=smoke", "model=mlp", "method=[gradient]", f"results_root={tmp_path}",
+                             "progress=false", "hydra.mode=MULTIRUN")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "sweep" / "0")
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+
+    def out_of_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("benchmark.experiment.Engine.explain", out_of_memory)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        outcome = common.main_for(model_randomization.run, task)  # returns: the next job of the sweep can start
+    finally:
+        HydraConfig.instance().cfg = None
+    assert outcome["state"] == "failed" and "OutOfMemoryError: CUDA out of memory" in outcome["error"]
+    status = store.read_status(Path(outcome["run_dir"]))
+    assert status["state"] == "failed" and "CUDA out of memory" in status["error"] and status["traceback"]
+    assert json.loads((tmp_path / "sweep" / "0" / common.OUTCOME).read_text())["state"] == "failed"
