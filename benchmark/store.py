@@ -164,7 +164,7 @@ def is_finished(run_dir: Path) -> bool:
 
 def remove_temporaries(run_dir: Path) -> None:
     """Delete half-written temporary files a killed process left (call only while holding the run's lock)."""
-    for tmp in Path(run_dir).glob(".*.tmp"):
+    for tmp in Path(run_dir).rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
 
 
