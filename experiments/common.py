@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.config import ExperimentConfig  # noqa: E402
-from benchmark.runtime import threads_per_job  # noqa: E402
+from benchmark.runtime import available_cores, threads_per_job  # noqa: E402
 from benchmark.store import write_json  # noqa: E402
 from benchmark.training import MemorizationError  # noqa: E402
 
@@ -87,8 +87,6 @@ def launcher_threads(launcher: Any) -> tuple[Optional[int], str]:
     """
     target = str(launcher.get("_target_", "")) if launcher is not None else ""
     if "JoblibLauncher" in target:
-        from benchmark.runtime import available_cores
-
         cores = available_cores()
         n_jobs = int(launcher.get("n_jobs") or -1)
         concurrent = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)

@@ -187,7 +187,7 @@ def test_sweep_summary_reports_jobs_that_never_reported(tmp_path):
 def test_threads_per_job_never_oversubscribe(monkeypatch, launcher, threads):
     import common
 
-    monkeypatch.setattr("benchmark.runtime.available_cores", lambda: 8)
+    monkeypatch.setattr(common, "available_cores", lambda: 8)
     got, why = common.launcher_threads(launcher)
     assert got == threads
     if "Joblib" in launcher["_target_"]:
