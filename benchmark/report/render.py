@@ -17,7 +17,7 @@ color:#222;line-height:1.45}
 h1{font-size:1.5em}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd}h3{font-size:1.05em}
 table{border-collapse:collapse;font-size:13px;margin:0.6em 0;display:block;overflow-x:auto;max-width:100%}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}th{background:#f3f3f3}
-td.v-pass,td.v-fail,td.v-inconclusive{white-space:nowrap}
+td.v-pass,td.v-fail,td.v-inconclusive,table.nowrap td{white-space:nowrap}
 td.v-pass{background:#d5efe6}td.v-fail{background:#f8dccb}td.v-inconclusive{background:#ececec}
 figure{margin:1.2em 0}figcaption{font-size:14px;color:#333;max-width:900px;margin-top:0.3em}
 img{max-width:100%;height:auto;border:0}ul.facts li{margin:0.1em 0}p.note{color:#444;font-size:14px}
@@ -54,7 +54,9 @@ def to_html(blocks: list[tuple], title: str) -> str:
         elif b[0] == "p":
             out.append(f"<p class='note'>{_inline(b[1])}</p>")
         elif b[0] == "table":
-            t = b[1].to_html(index=b[2], float_format="%.3f", na_rep="", border=0) if len(b[1]) else "<p>(none)</p>"
+            short = len(b[1]) and b[1].map(lambda v: len(str(v))).to_numpy().max() <= 45  # no wrapping inside short cells
+            t = (b[1].to_html(index=b[2], float_format="%.3f", na_rep="", border=0, classes="nowrap" if short else None)
+                 if len(b[1]) else "<p>(none)</p>")
             out.append(_VERDICT_CELL.sub(lambda m: f"<td class='v-{m.group(1)}'>{m.group(1)}", t))
         else:
             b64 = base64.b64encode(b[3]).decode()
