@@ -141,6 +141,10 @@ def _summary_table(df: pd.DataFrame, metric: str, methods: list[str], layers: li
     return table
 
 
+def _acc(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arrays: dict[str, np.ndarray],
                      n_figure_images: int = 3) -> None:
     run_dir = Path(run_dir)
@@ -182,8 +186,8 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
     model = meta["model"]
     facts = [
         ("test", "data randomization" if data_test else f"{meta['test']} model parameter randomization"),
-        ("model", f"{model['name']} (held-out accuracy {model['eval_accuracy']:.4f}, "
-                  f"train accuracy {model['train_accuracy']:.4f})"),
+        ("model", f"{model['name']} (held-out accuracy {_acc(model['eval_accuracy'])}, "
+                  f"train accuracy {_acc(model['train_accuracy'])})"),
         ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
         *([("random-label model", f"train accuracy on its permuted labels {meta['random_label_model']['train_accuracy']:.4f}"
                                    f" (gate {meta['random_label_model']['memorization_gate']}, "
