@@ -38,7 +38,7 @@ class RunRecord:
 @dataclass
 class Skipped:
     run_dir: Path
-    state: str  # running | failed | unfinished (missing status or a file that fails its hash)
+    state: str  # running | interrupted | failed | unfinished (missing status or a file that fails its hash)
     reason: str
 
 
@@ -68,6 +68,9 @@ def _skip_reason(run_dir: Path) -> Skipped:
     state = status.get("state", "unknown")
     if state == "failed":
         return Skipped(run_dir, "failed", str(status.get("error", "no error recorded")))
+    if state == "running" and not store.lock_is_held(Path(run_dir) / store.RUN_LOCK):
+        return Skipped(run_dir, "interrupted", f"started by pid {status.get('pid')}, whose process is gone (the run's "
+                       "lock is free); rerun its command to redo it")
     if state == "running":
         return Skipped(run_dir, "running", f"started {status.get('started')} by pid {status.get('pid')}, not done")
     return Skipped(run_dir, "unfinished", f"state {state!r} but a listed file is missing or fails its hash")

@@ -110,6 +110,10 @@ class TrainingConfig:
     max_epochs: int = 100
     random_lr: Optional[float] = 3e-4
     random_batch_size: Optional[int] = 16
+    # Torch threads while training. Float sums split across threads differ in their last bits, so
+    # the trained weights depend on it: fixed (and part of the checkpoint key) rather than taken from
+    # the machine or the launcher, so a run trains the same model with a sweep launcher or without.
+    num_threads: int = 1
 
 
 @dataclass

@@ -13,7 +13,7 @@ import logging
 import tempfile
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -32,7 +32,7 @@ from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
 from benchmark.models import Architecture, get_architecture
 from benchmark.postprocess import PROCESSORS
 from benchmark.randomization import Stage
-from benchmark.runtime import select_device, set_threads, versions
+from benchmark.runtime import configure_determinism, select_device, set_threads, versions
 from benchmark.similarity import METRICS, check_metrics, hog_pixels_per_cell
 from benchmark.training import evaluate
 
@@ -98,7 +98,7 @@ def validate(cfg: ExperimentConfig) -> tuple[Architecture, list[Method]]:
     if cfg.memory_budget_mb < 1:
         raise ValueError(f"memory_budget_mb={cfg.memory_budget_mb} must be at least 1, e.g. 1024")
     t = cfg.training
-    for key in ("epochs", "batch_size", "max_epochs"):
+    for key in ("epochs", "batch_size", "max_epochs", "num_threads"):
         if not isinstance(getattr(t, key), int) or getattr(t, key) < 1:
             raise ValueError(f"training.{key}={getattr(t, key)!r} must be a positive whole number")
     if t.lr <= 0 or (t.random_lr is not None and t.random_lr <= 0):
@@ -215,6 +215,7 @@ class Setup:
     images: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     cache: Path
     data_s: float
+    determinism: dict[str, Any] = field(default_factory=dict)  # the settings scores depend on
 
 
 def preprocessing(cfg: ExperimentConfig, arch: Architecture):
@@ -230,13 +231,13 @@ def preprocessing(cfg: ExperimentConfig, arch: Architecture):
 def setup(cfg: ExperimentConfig) -> Setup:
     threads = set_threads(cfg.num_threads)
     device = select_device(cfg.device)
+    determinism = {**configure_determinism(device), "training_threads": cfg.training.num_threads}
     t0 = time.time()
     arch = get_architecture(cfg.model.name)
     pre = preprocessing(cfg, arch)
     data = load_dataset(cfg.data, pre, limit=cfg.n_images if pre is not None else None)
     images = select_images(data, cfg.n_images)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.results_root) / ".cache"
-    return Setup(device, threads, data, images, cache, time.time() - t0)
+    return Setup(device, threads, data, images, cache_dir(cfg), time.time() - t0, determinism)
 
 
 class SavedMaps:
@@ -325,6 +326,9 @@ def score_stages(
             engine = Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb)
             passes = engine.passes_per_image
             maps = engine.explain(x, target, ids, stage_key=f"stage{stage.index}")
+        # Overflowing randomized weights give NaN / Inf maps: scored NaN (non_finite_map), counted here.
+        non_finite = {n: int((~torch.isfinite(m.flatten(1))).any(1).sum()) for n, m in maps.items()}
+        non_finite = {n: k for n, k in non_finite.items() if k}
         processed = process(maps, cfg.similarity.percentile)
         if stage.index == 0:
             reference = processed
@@ -344,7 +348,11 @@ def score_stages(
         del maps, processed
         change = logit_change(ref_logits, logits)
         stage_meta.append({"stage": stage.index, "layer": stage.layer, "units_randomized": list(stage.units),
-                           "accuracy": accuracy, **change, "seconds": time.time() - t_stage})
+                           "accuracy": accuracy, **change, "non_finite_maps": non_finite,
+                           "seconds": time.time() - t_stage})
+        if non_finite or not change["output_finite"]:
+            log.warning("stage %d (%s): model output finite: %s; images with non-finite maps: %s", stage.index,
+                        stage.layer, change["output_finite"], non_finite or "none")
         rho = change["logit_spearman_mean"]
         log.info("stage %d (%s): accuracy %s, logit Spearman %s", stage.index, stage.layer,
                  "n/a" if accuracy is None else f"{accuracy:.3f}", "n/a" if rho is None else f"{rho:.3f}")
@@ -387,6 +395,7 @@ def base_meta(plan: Plan, s: Setup, scored: Scored) -> dict[str, Any]:
         "engine": {"passes_per_image_per_stage": scored.passes_per_image},
         "device": str(s.device),
         "threads": s.threads,
+        "determinism": s.determinism,
         "seed": cfg.seed,
         "versions": versions(),
     }
@@ -413,19 +422,41 @@ def write_outputs(plan: Plan, df: pd.DataFrame, arrays: dict[str, np.ndarray], m
     store.write_json(run_dir / "meta.json", meta)
 
 
+def cache_dir(cfg: ExperimentConfig) -> Path:
+    """Where checkpoints are cached: ``cache_dir``, or ``<results_root>/.cache``."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.results_root) / ".cache"
+
+
 def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
-    """Skip a finished run; otherwise mark it running, execute, and mark it done or failed."""
-    if store.is_finished(plan.run_dir) and not plan.cfg.overwrite:
-        log.info("run %s is already finished at %s; skipping it (overwrite=true redoes it)", plan.run_id,
-                 plan.run_dir)
-        return plan.run_dir
-    started = store.mark_running(plan.run_dir)
-    try:
-        execute(plan, started)
-    except BaseException as err:
-        store.mark_failed(plan.run_dir, started, err)
-        log.error("run %s failed: %s", plan.run_id, err)
-        raise
-    store.mark_done(plan.run_dir, started, RUN_FILES)
+    """Skip a finished run; otherwise mark it running, execute, and mark it done or failed.
+
+    The results and cache folders are checked for writing first. The whole check-and-compute
+    holds the run's lock: the same run started twice (two sweeps over one root) is computed
+    once, the second waits and then skips it. A ``running`` status found with the lock free was
+    left by an interrupted process and is redone.
+    """
+    cfg = plan.cfg
+    store.check_writable(plan.run_dir.parent, "results_root", cfg.results_root)
+    store.check_writable(cache_dir(cfg), "cache_dir" if cfg.cache_dir else "results_root",
+                         cfg.cache_dir or cfg.results_root)
+    with store.run_lock(plan.run_dir):
+        if store.is_finished(plan.run_dir) and not cfg.overwrite:
+            log.info("run %s is already finished at %s; skipping it (overwrite=true redoes it)", plan.run_id,
+                     plan.run_dir)
+            return plan.run_dir
+        previous = store.read_status(plan.run_dir)
+        if previous and previous.get("state") == "running":
+            log.warning("run %s was left running by pid %s (interrupted); redoing it", plan.run_id,
+                        previous.get("pid"))
+        store.remove_temporaries(plan.run_dir)
+        started = store.mark_running(plan.run_dir)
+        try:
+            execute(plan, started)
+        except BaseException as err:
+            store.mark_failed(plan.run_dir, started, err)
+            err.run_dir = plan.run_dir  # type: ignore[attr-defined]  # for a sweep's list of failures
+            log.error("run %s failed: %s (status in %s)", plan.run_id, err, plan.run_dir / "status.json")
+            raise
+        store.mark_done(plan.run_dir, started, RUN_FILES)
     log.info("run %s done: %s", plan.run_id, plan.run_dir)
     return plan.run_dir

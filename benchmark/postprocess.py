@@ -1,7 +1,9 @@
 """The paper's post-processing of maps before comparison (PROTOCOL.md).
 
 All functions are batch-first and per image: no normalization shares a maximum across the
-batch. Input maps are (B, C, H, W); outputs are (B, H, W) float64 numpy arrays.
+batch. Input maps are (B, C, H, W); outputs are (B, H, W) float64 numpy arrays. A map with any
+NaN or infinite value (a randomized model whose output overflowed) comes out all NaN, so its
+scores are NaN with ``nan_reason=non_finite_map`` rather than numbers from the finite pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ def _np(maps: torch.Tensor | np.ndarray) -> np.ndarray:
     return maps
 
 
+def _non_finite_rows_to_nan(maps: np.ndarray, out: np.ndarray) -> np.ndarray:
+    bad = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1)
+    out[bad] = np.nan
+    return out
+
+
 def abs_map(maps: torch.Tensor | np.ndarray, percentile: float = 99.0) -> np.ndarray:
     """ABS: sum of |m| over channels, (m - min) / (p99 - min), clipped to [0, 1].
 
@@ -26,23 +34,29 @@ def abs_map(maps: torch.Tensor | np.ndarray, percentile: float = 99.0) -> np.nda
     minimum (more than 99% of the map at its minimum) the maximum is used instead, so the map
     keeps its order rather than dividing by zero; a constant map stays constant (all 0).
     """
-    m = np.abs(_np(maps)).sum(axis=1)
-    flat = m.reshape(len(m), -1)
-    lo = flat.min(axis=1)
-    hi = np.percentile(flat, percentile, axis=1)
-    hi = np.where(hi > lo, hi, flat.max(axis=1))
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return np.clip((m - lo[:, None, None]) / span[:, None, None], 0.0, 1.0)
+    raw = _np(maps)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.abs(raw).sum(axis=1)
+        flat = m.reshape(len(m), -1)
+        lo = flat.min(axis=1)
+        hi = np.percentile(flat, percentile, axis=1)
+        hi = np.where(hi > lo, hi, flat.max(axis=1))
+        span = np.where(hi > lo, hi - lo, 1.0)
+        out = np.clip((m - lo[:, None, None]) / span[:, None, None], 0.0, 1.0)
+    return _non_finite_rows_to_nan(raw, out)
 
 
 def signed_map(maps: torch.Tensor | np.ndarray, percentile: float = 99.0) -> np.ndarray:
     """No-ABS (diverging): signed channel sum divided by the p99 of |m|, clipped to [-1, 1]."""
-    m = _np(maps).sum(axis=1)
-    flat = np.abs(m.reshape(len(m), -1))
-    span = np.percentile(flat, percentile, axis=1)
-    span = np.where(span > 0, span, flat.max(axis=1))
-    span = np.where(span > 0, span, 1.0)
-    return np.clip(m / span[:, None, None], -1.0, 1.0)
+    raw = _np(maps)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = raw.sum(axis=1)
+        flat = np.abs(m.reshape(len(m), -1))
+        span = np.percentile(flat, percentile, axis=1)
+        span = np.where(span > 0, span, flat.max(axis=1))
+        span = np.where(span > 0, span, 1.0)
+        out = np.clip(m / span[:, None, None], -1.0, 1.0)
+    return _non_finite_rows_to_nan(raw, out)
 
 
 def minmax_map(maps: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -50,11 +64,14 @@ def minmax_map(maps: torch.Tensor | np.ndarray) -> np.ndarray:
 
     A constant map has no scale and becomes all zeros; its similarity is reported as NaN.
     """
-    m = _np(maps).sum(axis=1)
-    flat = m.reshape(len(m), -1)
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return (m - lo[:, None, None]) / span[:, None, None]
+    raw = _np(maps)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = raw.sum(axis=1)
+        flat = m.reshape(len(m), -1)
+        lo, hi = flat.min(axis=1), flat.max(axis=1)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        out = (m - lo[:, None, None]) / span[:, None, None]
+    return _non_finite_rows_to_nan(raw, out)
 
 
 PROCESSORS = {"abs": abs_map, "signed": signed_map, "minmax": minmax_map}

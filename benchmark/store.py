@@ -2,7 +2,11 @@
 
 Every file is written to a temporary name in its own folder and renamed into place, so a
 reader never sees half a file. ``status.json`` is written first as ``running`` and last as
-``done``; a run is finished only when it says ``done``.
+``done``; a run is finished only when it says ``done``. A process computing a run (or training
+a checkpoint) holds an exclusive lock on a file beside it, so two processes writing under the
+same root never compute the same thing at once: the second waits, then finds it finished. The
+operating system drops the lock when its process dies, so a ``running`` status whose lock is
+free was left by an interrupted process.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from filelock import FileLock, Timeout
 
 from benchmark.config import NON_RESULT_KEYS, ExperimentConfig
 
@@ -79,6 +87,61 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_writable(folder: Path, key: str, value: Any) -> None:
+    """Create ``folder`` if needed and write a probe file in it; ValueError naming ``key`` otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{key}={str(value)!r} cannot be written ({err.strerror or err}: {folder}); "
+                         f"choose a folder you can write to, e.g. {key}=results") from None
+
+
+@contextmanager
+def locked(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` for the block; wait (saying so) while another process holds it.
+
+    ``filelock`` uses ``flock`` on POSIX systems: the lock goes with the process, so a killed
+    process leaves no stale lock. The lock file itself is left in place (deleting it would race).
+    """
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s is being computed by another process; waiting for it to finish", what)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def lock_is_held(lock_file: Path) -> bool:
+    """Whether some process holds ``lock_file`` now (False when the file does not exist)."""
+    if not Path(lock_file).exists():
+        return False
+    lock = FileLock(str(lock_file))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+RUN_LOCK = ".lock"
+
+
+def run_lock(run_dir: Path) -> Any:
+    """The lock a process holds while it computes the run in ``run_dir``."""
+    return locked(Path(run_dir) / RUN_LOCK, f"run {Path(run_dir).name}")
+
+
 def read_status(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((Path(run_dir) / "status.json").read_text())
@@ -99,9 +162,16 @@ def is_finished(run_dir: Path) -> bool:
     return True
 
 
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete half-written temporary files a killed process left (call only while holding the run's lock)."""
+    for tmp in Path(run_dir).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def mark_running(run_dir: Path) -> float:
     start = time.time()
-    write_json(Path(run_dir) / "status.json", {"state": "running", "started": start, "pid": os.getpid()})
+    write_json(Path(run_dir) / "status.json",
+               {"state": "running", "started": start, "pid": os.getpid(), "host": socket.gethostname()})
     return start
 
 
@@ -125,7 +195,9 @@ def mark_failed(run_dir: Path, started: float, error: BaseException) -> None:
             "state": "failed",
             "started": started,
             "finished": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
             "error": f"{type(error).__name__}: {error}",
-            "traceback": traceback.format_exc(),
+            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
         },
     )

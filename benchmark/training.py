@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -20,7 +22,8 @@ from benchmark import rng
 from benchmark.config import TrainingConfig
 from benchmark.data import Dataset
 from benchmark.models import Architecture
-from benchmark.store import atomic_write, file_sha256, to_plain
+from benchmark.runtime import torch_threads
+from benchmark.store import atomic_write, file_sha256, locked, to_plain
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +123,43 @@ def _load_checked(path: Path) -> Optional[dict[str, torch.Tensor]]:
         return None
 
 
+def load_weights(weights: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights``, checked against ``model``; ValueError naming model.weights otherwise."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ValueError(f"model.weights={weights!r} is not a file; give the path of a saved state dict "
+                         "or leave it null to train")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupted, or not a torch file at all
+        raise ValueError(f"model.weights={weights!r} cannot be read as a state dict ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]}); give an intact file saved with "
+                         "torch.save(model.state_dict(), path), or leave it null to train") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"model.weights={weights!r} holds a {type(state).__name__}, not a state dict; save it "
+                         "with torch.save(model.state_dict(), path)")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))[:3]
+        unexpected = sorted(set(got) - set(expected))[:3]
+        shapes = [k for k in expected if k in got and got[k] != expected[k]][:3]
+        raise ValueError(f"model.weights={weights!r} does not fit this model (missing {missing}, unexpected "
+                         f"{unexpected}, other shapes {shapes}); give weights saved from the same model= and data=")
+    return state
+
+
 def _save_checked(path: Path, state: dict[str, torch.Tensor]) -> None:
-    atomic_write(path, lambda p: torch.save(state, p))
-    atomic_write(path.with_suffix(".sha256"), lambda p: p.write_text(file_sha256(path) + "\n"))
+    """The checkpoint, then its SHA-256, each written atomically (a crash between them means retraining).
+
+    Serialized in memory first: ``torch.save`` to a path names the archive after the (temporary)
+    file, so equal weights would give different bytes.
+    """
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    atomic_write(path, lambda p: p.write_bytes(data))
+    atomic_write(path.with_suffix(".sha256"), lambda p: p.write_text(hashlib.sha256(data).hexdigest() + "\n"))
 
 
 def train_model(
@@ -149,33 +186,32 @@ def train_model(
     targets = training_labels(data, labels, seed)
     epochs_run: Optional[int] = None
     if weights is not None:
-        path = Path(weights)
-        if not path.exists():
-            raise FileNotFoundError(f"model.weights={weights!r} does not exist; give the path of a state dict")
-        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        ckpt, cached = str(path), True
+        model.load_state_dict(load_weights(weights, model))
+        ckpt, cached = str(weights), True
     else:
         key = checkpoint_key(arch, data, training, seed, labels)
         name = f"{arch.name}_{data.name}_{labels}_{key}.pt"
         ckpt_path = Path(cache_dir) / "checkpoints" / name if cache_dir else None
-        state = _load_checked(ckpt_path) if ckpt_path else None
-        if state is not None:
-            model.load_state_dict(state)
-            cached = True
-            log.info("loaded checkpoint %s", ckpt_path)
-        else:
-            if labels == "random":
-                settings = dataclasses.replace(
-                    training,
-                    lr=training.random_lr if training.random_lr is not None else training.lr,
-                    batch_size=training.random_batch_size or training.batch_size)
-                epochs_run = fit(model, data.train_images, targets, settings, seed, device, progress,
-                                 gate=training.memorization_gate)
+        # One process trains a checkpoint; another one asking for it meanwhile waits and loads it.
+        with locked(ckpt_path.with_suffix(".pt.lock"), f"checkpoint {name}") if ckpt_path else nullcontext():
+            state = _load_checked(ckpt_path) if ckpt_path else None
+            if state is not None:
+                model.load_state_dict(state)
+                cached = True
+                log.info("loaded checkpoint %s", ckpt_path)
             else:
-                epochs_run = fit(model, data.train_images, targets, training, seed, device, progress)
-            cached = False
-            if ckpt_path:
-                _save_checked(ckpt_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+                settings = training
+                if labels == "random":
+                    settings = dataclasses.replace(
+                        training,
+                        lr=training.random_lr if training.random_lr is not None else training.lr,
+                        batch_size=training.random_batch_size or training.batch_size)
+                with torch_threads(training.num_threads):
+                    epochs_run = fit(model, data.train_images, targets, settings, seed, device, progress,
+                                     gate=training.memorization_gate if labels == "random" else None)
+                cached = False
+                if ckpt_path:
+                    _save_checked(ckpt_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
         ckpt = str(ckpt_path) if ckpt_path else None
     model.eval()
     train_acc = evaluate(model, data.train_images, targets)
@@ -192,10 +228,14 @@ def load_pretrained(arch: Architecture, data: Dataset, seed: int, device: torch.
     Inception v3 maps ImageNet-normalized inputs back to [-1, 1] itself (torchvision's
     ``transform_input``); with the paper's [-1, 1] scaling the data are already there.
     """
-    from benchmark.models.imagenet import load_weights
+    from benchmark.models import imagenet
 
     model = build_model(arch, data, seed)
-    source = load_weights(model, arch.name, weights)
+    if weights is not None and Path(weights).expanduser().is_file():  # checked like any other weights file
+        model.load_state_dict(load_weights(weights, model))
+        source = f"file {weights}"
+    else:
+        source = imagenet.load_weights(model, arch.name, weights)
     if weights is None:
         log.warning("%s has random weights (model.weights=null): a smoke run, not a sanity check of a trained "
                     "model; set model.weights=DEFAULT (torchvision, downloads once) or a state-dict file", arch.name)

@@ -1,23 +1,43 @@
-"""What every runner shares: the config schema and the step from Hydra's config to the library's."""
+"""What every runner shares: the config schema, the step from Hydra's config to the library's, and sweeps.
+
+A single run turns bad input into exit status 2 and a failed memorization into 1. In a sweep
+(``-m``) one job's failure does not stop the others: each job writes its outcome to its Hydra job
+folder, and ``SweepSummary`` (a Hydra callback) lists the failures when the sweep ends and makes
+the command exit non-zero.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.config import ExperimentConfig  # noqa: E402
+from benchmark.runtime import available_cores, threads_per_job  # noqa: E402
+from benchmark.store import write_json  # noqa: E402
 from benchmark.training import MemorizationError  # noqa: E402
 
 ConfigStore.instance().store(name="base_experiment", node=ExperimentConfig)
 log = logging.getLogger("benchmark")
+
+try:  # submitit pickles the job for a fresh interpreter, where this script folder is not importable
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+except ImportError:  # without the submitit launcher nothing pickles this module
+    pass
+
+OUTCOME = "outcome.json"  # one per sweep job, in its Hydra job folder
 
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
@@ -27,12 +47,18 @@ def to_experiment(cfg: DictConfig) -> ExperimentConfig:
     return obj
 
 
-def _override_keys() -> list[str]:
+def _hydra() -> Optional[DictConfig]:
     try:
-        overrides = HydraConfig.get().overrides.task
+        return HydraConfig.get()
     except ValueError:  # not inside a Hydra run
+        return None
+
+
+def _override_keys() -> list[str]:
+    hc = _hydra()
+    if hc is None:
         return []
-    return [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    return [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
 
 
 def apply_command_line(exp: ExperimentConfig, keys: list[str]) -> ExperimentConfig:
@@ -52,15 +78,106 @@ def apply_command_line(exp: ExperimentConfig, keys: list[str]) -> ExperimentConf
     return exp
 
 
-def main_for(run: Callable[[ExperimentConfig], Path], cfg: DictConfig) -> None:
-    """Convert, run, and turn bad input into a message and exit status 2."""
+def launcher_threads(launcher: Any) -> tuple[Optional[int], str]:
+    """Torch threads per job for the launcher running it, so that jobs x threads <= cores.
+
+    joblib runs ``n_jobs`` jobs at once on this machine (-1: all cores, -2: all but one, ...);
+    submitit gives each job ``cpus_per_task`` cores (1 when unset: the local executor starts
+    every job of the sweep at once). Hydra's basic launcher runs one job at a time: torch's default.
+    """
+    target = str(launcher.get("_target_", "")) if launcher is not None else ""
+    if "JoblibLauncher" in target:
+        cores = available_cores()
+        n_jobs = int(launcher.get("n_jobs") or -1)
+        concurrent = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+        return threads_per_job(concurrent, cores), f"joblib n_jobs={n_jobs} on {cores} cores"
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        return int(cpus) if cpus else 1, f"submitit cpus_per_task={cpus}"
+    return None, "one job at a time"
+
+
+def _set_threads(exp: ExperimentConfig) -> None:
+    hc = _hydra()
+    if exp.num_threads is not None or hc is None or hc.mode != RunMode.MULTIRUN:
+        return
+    exp.num_threads, why = launcher_threads(hc.launcher)
+    if exp.num_threads is not None:
+        log.info("num_threads=%d for this job (%s); set num_threads= to choose", exp.num_threads, why)
+
+
+def main_for(run: Callable[[ExperimentConfig], Path], cfg: DictConfig) -> Optional[dict[str, Any]]:
+    """Convert and run. A single run exits 2 on bad input; a sweep job records its outcome instead."""
+    hc = _hydra()
+    sweep = hc is not None and hc.mode == RunMode.MULTIRUN
+    outcome: dict[str, Any] = {"overrides": list(hc.overrides.task) if hc is not None else [], "state": "done"}
     try:
         exp = apply_command_line(to_experiment(cfg), _override_keys())
+        _set_threads(exp)
         run_dir = run(exp)
+        outcome["run_dir"] = str(run_dir)
     except ValueError as err:  # bad input: the message names the key, the value and the fix
         log.error("%s", err)
-        raise SystemExit(2) from None
+        outcome.update(state="bad_input", error=str(err), exit_code=2, run_dir=_run_dir_of(err))
     except MemorizationError as err:  # the run is marked failed; the message says what to change
         log.error("%s", err)
-        raise SystemExit(1) from None
-    print(f"results: {run_dir}")
+        outcome.update(state="failed", error=str(err), exit_code=1, run_dir=_run_dir_of(err))
+    except Exception as err:  # a sweep goes on (out of memory in one job, say); a single run shows the traceback
+        if not sweep:
+            raise
+        log.exception("job failed: %s", err)
+        outcome.update(state="failed", error=f"{type(err).__name__}: {err}", exit_code=1, run_dir=_run_dir_of(err))
+    if sweep:
+        write_json(Path(hc.runtime.output_dir) / OUTCOME, outcome)
+        return outcome
+    if outcome["state"] != "done":
+        raise SystemExit(outcome["exit_code"])
+    print(f"results: {outcome['run_dir']}")
+    return outcome
+
+
+def _run_dir_of(err: BaseException) -> Optional[str]:
+    run_dir = getattr(err, "run_dir", None)
+    return str(run_dir) if run_dir else None
+
+
+def read_outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every job's outcome under a sweep folder; a job folder without one ended without reporting."""
+    out = []
+    jobs = [d for d in Path(sweep_dir).iterdir() if (d / ".hydra").is_dir()] if Path(sweep_dir).is_dir() else []
+    for d in sorted(jobs, key=lambda p: (len(p.name), p.name)):
+        try:
+            o = json.loads((d / OUTCOME).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            o = {"state": "unreported", "error": "the job ended without recording an outcome (killed?)",
+                 "exit_code": 1, "overrides": _job_overrides(d)}
+        o["job"] = d.name
+        out.append(o)
+    return out
+
+
+def _job_overrides(job_dir: Path) -> list[str]:
+    try:
+        return list(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
+    except (OSError, ValueError):
+        return []
+
+
+class SweepSummary(Callback):
+    """At the end of a sweep: how many jobs finished, which failed and why; exit non-zero if any did.
+
+    Exit status 2 when every failure was bad input, else 1.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        outcomes = read_outcomes(sweep_dir)
+        failed = [o for o in outcomes if o["state"] != "done"]
+        log.info("sweep of %d jobs in %s: %d done, %d failed", len(outcomes), sweep_dir, len(outcomes) - len(failed),
+                 len(failed))
+        for o in failed:
+            where = f" (status: {Path(o['run_dir']) / 'status.json'})" if o.get("run_dir") else ""
+            log.error("failed job #%s %s: %s%s", o["job"], " ".join(o.get("overrides", [])), o.get("error"), where)
+        write_json(sweep_dir / "summary.json", {"jobs": len(outcomes), "failed": len(failed), "outcomes": outcomes})
+        if failed:
+            raise SystemExit(2 if all(o["state"] == "bad_input" for o in failed) else 1)

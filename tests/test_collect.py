@@ -29,17 +29,20 @@ def test_collect_reads_finished_runs_and_lists_the_rest(tmp_path):
     fake_run(tmp_path, "a", n=3)
     fake_run(tmp_path, "b", n=2)
     fake_run(tmp_path, "c", state="failed")
-    fake_run(tmp_path, "d", state="running")
+    running = fake_run(tmp_path, "d", state="running")
     tampered = fake_run(tmp_path, "e")
     (tampered / "scores.parquet").write_bytes(b"truncated")
     fake_run(tmp_path / ".hydra", "f")  # Hydra's own folder is not searched
-    got = collect(tmp_path)
+    fake_run(tmp_path, "g", state="running")  # its process is gone: nobody holds its lock
+    with store.run_lock(running):
+        got = collect(tmp_path)
     assert sorted(r.run_id for r in got.runs) == ["a", "b"]
     assert len(got.scores) == 5 and set(got.scores.run_id) == {"a", "b"}
     states = {s.run_dir.name: s for s in got.skipped}
-    assert set(states) == {"c", "d", "e"}
+    assert set(states) == {"c", "d", "e", "g"}
     assert states["c"].state == "failed" and "out of memory" in states["c"].reason
     assert states["d"].state == "running" and states["e"].state == "unfinished"
+    assert states["g"].state == "interrupted" and "rerun" in states["g"].reason
 
 
 def test_collect_refuses_a_run_present_twice_and_a_missing_root(tmp_path):
