@@ -237,6 +237,9 @@ def setup(cfg: ExperimentConfig) -> Setup:
     pre = preprocessing(cfg, arch)
     data = load_dataset(cfg.data, pre, limit=cfg.n_images if pre is not None else None)
     images = select_images(data, cfg.n_images)
+    if Target(cfg.target) == Target.label and not bool((images[1] >= 0).all()):
+        raise ValueError(f"target=label but data {data.name!r} has no labels for these images; use "
+                         "target=predicted or target=original_prediction")
     return Setup(device, threads, data, images, cache_dir(cfg), time.time() - t0, determinism)
 
 

@@ -3,6 +3,7 @@
     python experiments/speed.py --root ../shared/data             # the headline: MNIST CNN, 64 images
     python experiments/speed.py --n-images 8 --skip quantus       # a quick look
     python experiments/speed.py --memory                          # + peak RSS against images and stages
+    python experiments/speed.py --memory-only                     # only the peak RSS table
 
 (a) this suite: ``score_stages`` (engine, post-processing, Spearman ABS / no-ABS), as a run does it;
 (b) a Captum loop: one Captum explainer per method, batched over the images, the same post-processing,
@@ -379,6 +380,7 @@ def main() -> None:
     ap.add_argument("--captum-chunk", type=int, default=256, help="items per Captum call (images x samples)")
     ap.add_argument("--skip", default="", help="comma-separated ways to skip: captum, quantus, bound")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS against images and stages")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak RSS table")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--probe-stages", type=int, default=5, help=argparse.SUPPRESS)
     ap.add_argument("--inception-probe", action="store_true", help=argparse.SUPPRESS)
@@ -389,6 +391,9 @@ def main() -> None:
         return
     if args.inception_probe:
         inception_probe(args)
+        return
+    if args.memory_only:
+        print(json.dumps({"memory": memory_table(args)}))
         return
     skip = set(filter(None, args.skip.split(",")))
     cfg, arch, model, s = prepare(args)

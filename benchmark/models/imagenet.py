@@ -148,7 +148,7 @@ def check_weights(name: str, weights: Optional[str]) -> None:
     enum = _weights_enum(name)
     if weights != "DEFAULT" and weights not in enum.__members__:
         raise ValueError(f"model.weights={weights!r} is neither a file nor a torchvision weights name of {name}; "
-                         f"use one of {['DEFAULT'] + list(enum.__members__)} or a path to a state dict")
+                         f"use one of {['DEFAULT'] + [w.name for w in enum]} or a path to a state dict")
 
 
 PREPROCESSING: dict[str, Preprocessing] = {
