@@ -64,7 +64,12 @@ class Correlation(str, Enum):
 class ModelConfig:
     name: str = "cnn"
     # Path of a state dict to load instead of training (None: train, or load from the cache).
+    # ImageNet models also take a torchvision weights name (DEFAULT, IMAGENET1K_V1, ...); None
+    # leaves them random (offline smoke runs).
     weights: Optional[str] = None
+    # ImageNet models: imagenet (torchvision's mean / std, the default) or minus_one_one (the
+    # paper's Inception input, 2x - 1).
+    input_scaling: Optional[str] = None
 
 
 @dataclass
@@ -77,6 +82,13 @@ class DataConfig:
     split_seed: int = 0
     # Train on the first n_train images of the (already shuffled) train split only (None: all).
     n_train: Optional[int] = None
+    # image_folder: file mapping WordNet ids to ImageNet class indices (one id per line in class
+    # order, or Keras' imagenet_class_index.json); class subfolders named 0..999 need none.
+    class_index: Optional[str] = None
+    # Photographs: shorter side resized to `resize`, center crop of `crop` pixels (None: the
+    # model's own, e.g. 342 / 299 for Inception v3). Smaller crops make quick runs.
+    resize: Optional[int] = None
+    crop: Optional[int] = None
 
 
 @dataclass
@@ -179,6 +191,8 @@ class ExperimentConfig:
     device: Device = Device.auto
     # Bytes of activations one forward/backward chunk may hold, in MiB.
     memory_budget_mb: int = 1024
+    # Held-out accuracy of every stage's model (forward passes over the whole held-out split).
+    stage_accuracy: bool = True
     # Maps of the first images kept in maps.npz for figures and re-checks.
     n_saved_images: int = 8
     # Images shown in the report's grid of maps.
@@ -207,9 +221,8 @@ class ReportConfig:
 
 # Keys that do not change a run's results: left out of the run id.
 NON_RESULT_KEYS = frozenset(
-    {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb",
-     "n_figure_images", "skip_unsupported_methods",
-     "verdict"}
+    {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb", "stage_accuracy",
+     "n_figure_images", "skip_unsupported_methods", "verdict"}
 )
 
 PROFILES: dict[Profile, dict[str, Any]] = {

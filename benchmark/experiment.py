@@ -8,7 +8,9 @@ first images' maps are kept for figures and re-checks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -115,10 +117,43 @@ def validate(cfg: ExperimentConfig) -> tuple[Architecture, list[Method]]:
     if cfg.num_threads is not None and cfg.num_threads < 1:
         raise ValueError(f"num_threads={cfg.num_threads} must be at least 1 (or null for torch's default)")
     check_holdout_fraction(cfg.data.holdout_fraction)
+    _check_model_data(cfg, arch)
+    return arch, methods
+
+
+def _check_model_data(cfg: ExperimentConfig, arch: Architecture) -> None:
+    from benchmark.data import PHOTO_LOADERS
+    from benchmark.models.imagenet import SCALINGS, check_weights
+
+    photos = cfg.data.name in PHOTO_LOADERS
+    if arch.source == "torchvision":
+        if not photos:
+            raise ValueError(f"model {arch.name!r} is an ImageNet model and data.name={cfg.data.name!r} is not "
+                             f"photographs; use data=image_folder (data.root=<folder>) or data=skimage_photos")
+        if cfg.model.input_scaling is not None and cfg.model.input_scaling not in SCALINGS:
+            raise ValueError(f"model.input_scaling={cfg.model.input_scaling!r} must be one of {list(SCALINGS)}")
+        if cfg.model.input_scaling == "minus_one_one" and arch.name != "inception_v3":
+            raise ValueError(f"model.input_scaling=minus_one_one is Inception v3's input; model {arch.name!r} "
+                             "expects imagenet scaling (leave model.input_scaling null)")
+        check_weights(arch.name, cfg.model.weights)
+        for key in ("resize", "crop"):
+            value = getattr(cfg.data, key)
+            if value is not None and (not isinstance(value, int) or value < 75):
+                raise ValueError(f"data.{key}={value!r} must be a whole number of pixels of at least 75 (the "
+                                 "smallest input the ImageNet models take), or null for the model's own")
+        if cfg.data.crop is not None and cfg.data.resize is not None and cfg.data.resize < cfg.data.crop:
+            raise ValueError(f"data.resize={cfg.data.resize} is smaller than data.crop={cfg.data.crop}; "
+                             "the center crop must fit the resized image")
+        return
+    if photos:
+        raise ValueError(f"data.name={cfg.data.name!r} holds photographs for ImageNet models; choose "
+                         "model=inception_v3, vgg16 or resnet50, or data=digits / mnist for this model")
+    if cfg.model.input_scaling is not None:
+        raise ValueError(f"model.input_scaling={cfg.model.input_scaling!r} applies to ImageNet models only; "
+                         f"leave it null for model {arch.name!r}")
     if cfg.model.weights is not None and not Path(cfg.model.weights).expanduser().is_file():
         raise ValueError(f"model.weights={cfg.model.weights!r} is not a file; give the path of a saved state dict "
                          "or leave it null to train")
-    return arch, methods
 
 
 def _check_similarity(cfg: ExperimentConfig, arch: Architecture) -> None:
@@ -128,7 +163,7 @@ def _check_similarity(cfg: ExperimentConfig, arch: Architecture) -> None:
     if s.hog_cells_per_block < 1:
         raise ValueError(f"similarity.hog_cells_per_block={s.hog_cells_per_block} must be at least 1, e.g. 2")
     if "hog" in s.metrics:
-        side = min(arch.input_size)
+        side = min(arch.input_size) if cfg.data.crop is None else cfg.data.crop
         ppc = hog_pixels_per_cell(arch.input_size, s.hog_pixels_per_cell)
         if ppc < 1 or ppc * s.hog_cells_per_block > side:
             raise ValueError(
@@ -149,10 +184,10 @@ def select_images(data: Dataset, n_images: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def process(maps: dict[str, torch.Tensor], percentile: float) -> dict[str, dict[str, np.ndarray]]:
-    """method -> post-processing (abs, signed, minmax) -> (B, H, W) float32.
+    """method -> post-processing (abs, signed, minmax) -> (B, H, W) float32, what the metrics compare.
 
-    Rounded to float32 before scoring, so the maps saved in maps.npz are exactly what the
-    metrics compared and an independent re-check reproduces the table.
+    maps.npz keeps the first images' maps rounded to float16 (``SavedMaps``); re-scoring them
+    reproduces the table within float16 rounding.
     """
     return {
         name: {kind: (fn(m, percentile) if kind != "minmax" else fn(m)).astype(np.float32)
@@ -187,14 +222,60 @@ class Setup:
     determinism: dict[str, Any] = field(default_factory=dict)  # the settings scores depend on
 
 
+def preprocessing(cfg: ExperimentConfig, arch: Architecture):
+    """The model's input preprocessing with the configured scaling (ImageNet models), else None."""
+    if arch.preprocessing is None:
+        return None
+    pre = arch.preprocessing
+    crop = cfg.data.crop or pre.crop
+    resize = cfg.data.resize or (pre.resize if cfg.data.crop is None else max(crop, round(crop * pre.resize / pre.crop)))
+    return dataclasses.replace(pre, resize=resize, crop=crop, scaling=cfg.model.input_scaling or "imagenet")
+
+
 def setup(cfg: ExperimentConfig) -> Setup:
     threads = set_threads(cfg.num_threads)
     device = select_device(cfg.device)
     determinism = {**configure_determinism(device), "training_threads": cfg.training.num_threads}
     t0 = time.time()
-    data = load_dataset(cfg.data)
+    arch = get_architecture(cfg.model.name)
+    pre = preprocessing(cfg, arch)
+    data = load_dataset(cfg.data, pre, limit=cfg.n_images if pre is not None else None)
     images = select_images(data, cfg.n_images)
+    if Target(cfg.target) == Target.label and not bool((images[1] >= 0).all()):
+        raise ValueError(f"target=label but data {data.name!r} has no labels for these images; use "
+                         "target=predicted or target=original_prediction")
     return Setup(device, threads, data, images, cache_dir(cfg), time.time() - t0, determinism)
+
+
+class SavedMaps:
+    """The figure subset of every stage's maps at float16, spilled to disk as each stage ends.
+
+    Each key's stages are appended to one file in a temporary folder, so memory does not grow
+    with the number of stages (17 stages of 9 methods x 3 post-processings x 8 images at
+    299x299 would hold 1.3 GB as float32 arrays); ``arrays()`` maps the files back as
+    (stages, K, H, W) float16 arrays that np.savez streams into maps.npz.
+    """
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="saliency_maps_", ignore_cleanup_errors=True)
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._count: dict[str, int] = {}
+
+    def _path(self, key: str) -> Path:
+        return Path(self._dir.name) / (key.replace("/", "__") + ".f16")
+
+    def add(self, key: str, arr: np.ndarray) -> None:
+        a = np.ascontiguousarray(arr, dtype=np.float16)
+        if self._shapes.setdefault(key, a.shape) != a.shape:
+            raise ValueError(f"saved maps {key!r} changed shape from {self._shapes[key]} to {a.shape}")
+        with open(self._path(key), "ab") as fh:
+            fh.write(a.tobytes())
+        self._count[key] = self._count.get(key, 0) + 1
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.memmap(self._path(k), dtype=np.float16, mode="r", shape=(self._count[k],) + shape)
+                if self._count[k] and np.prod(shape) else np.zeros((self._count[k],) + shape, np.float16)
+                for k, shape in self._shapes.items()}
 
 
 @dataclass
@@ -206,6 +287,8 @@ class Scored:
     seconds: float = 0.0
     # Unrelated maps scored with every metric (benchmark.calibration): calibration.parquet.
     calibration: Optional[pd.DataFrame] = None
+    # Keeps the spill folder behind memory-mapped arrays alive as long as the result.
+    saved: Optional[SavedMaps] = None
 
 
 def score_stages(
@@ -222,7 +305,11 @@ def score_stages(
     metrics = [METRICS[n] for n in cfg.similarity.metrics]
     k_saved = min(cfg.n_saved_images, len(x))
     rows: list[dict[str, Any]] = []
-    saved: dict[str, list[np.ndarray]] = {}
+    saved = SavedMaps()
+    labels_known = bool((labels >= 0).all())
+    if Target(cfg.target) == Target.label and not labels_known:
+        raise ValueError(f"target=label but data {data.name!r} has no labels for these images; use "
+                         "target=predicted or target=original_prediction")
     stage_meta: list[dict[str, Any]] = []
     reference: dict[str, dict[str, np.ndarray]] = {}
     calibration: Optional[pd.DataFrame] = None
@@ -236,7 +323,9 @@ def score_stages(
                 logits = model(x.to(device)).float().cpu()
             if ref_logits is None:
                 ref_logits = logits
-            accuracy = evaluate(model, data.eval_images, data.eval_labels)
+            known = data.eval_labels >= 0
+            accuracy = (evaluate(model, data.eval_images[known], data.eval_labels[known])
+                        if cfg.stage_accuracy and bool(known.any()) else None)
             if Target(cfg.target) == Target.predicted:
                 target = logits.argmax(1)
             elif Target(cfg.target) == Target.original_prediction:
@@ -266,7 +355,8 @@ def score_stages(
                         "target": int(target[i]),
                     })
             for kind, arr in processed[method.name].items():
-                saved.setdefault(f"{method.name}/{kind}", []).append(arr[:k_saved])
+                saved.add(f"{method.name}/{kind}", arr[:k_saved])
+        del maps, processed
         change = logit_change(ref_logits, logits)
         stage_meta.append({"stage": stage.index, "layer": stage.layer, "units_randomized": list(stage.units),
                            "accuracy": accuracy, **change, "non_finite_maps": non_finite,
@@ -275,13 +365,14 @@ def score_stages(
             log.warning("stage %d (%s): model output finite: %s; images with non-finite maps: %s", stage.index,
                         stage.layer, change["output_finite"], non_finite or "none")
         rho = change["logit_spearman_mean"]
-        log.info("stage %d (%s): accuracy %.3f, logit Spearman %s", stage.index, stage.layer, accuracy,
-                 "n/a" if rho is None else f"{rho:.3f}")
-    arrays = {k: np.stack(v) for k, v in saved.items()}  # (stages, K, H, W)
+        log.info("stage %d (%s): accuracy %s, logit Spearman %s", stage.index, stage.layer,
+                 "n/a" if accuracy is None else f"{accuracy:.3f}", "n/a" if rho is None else f"{rho:.3f}")
+    arrays = saved.arrays()  # (stages, K, H, W) float16
     arrays["images"] = x[:k_saved].numpy().astype(np.float32)
     arrays["image_ids"] = ids[:k_saved].numpy()
     arrays["stage_layers"] = np.array([s["layer"] for s in stage_meta])
-    return Scored(pd.DataFrame(rows), arrays, stage_meta, passes, time.time() - start, calibration)
+    return Scored(pd.DataFrame(rows), arrays, stage_meta, passes, time.time() - start, calibration=calibration,
+                  saved=saved)
 
 
 def _calibrate(reference: dict[str, dict[str, np.ndarray]], ids: torch.Tensor, shape: tuple[int, int],

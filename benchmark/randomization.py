@@ -9,6 +9,7 @@ weights at every stage it is part of.
 
 from __future__ import annotations
 
+import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,6 +89,23 @@ def reinit_unit(modules: Sequence[nn.Module], arch: Architecture, cfg: Randomiza
                 nn.init.uniform_(p, -a, a, generator=generator)
 
 
+def _reinit_on_cpu(modules: Sequence[nn.Module], arch: Architecture, cfg: RandomizationConfig,
+                   generator: torch.Generator) -> None:
+    """``reinit_unit`` with the draws made on the CPU (the generator's device), copied to the model's device.
+
+    Same random weights whatever the device, and no CPU generator handed to a CUDA tensor.
+    """
+    tensors = [t for m in modules for t in list(m.parameters()) + list(m.buffers())]
+    if all(t.device.type == "cpu" for t in tensors):
+        reinit_unit(modules, arch, cfg, generator)
+        return
+    copies = [copy.deepcopy(m).cpu() for m in modules]
+    reinit_unit(copies, arch, cfg, generator)
+    with torch.no_grad():
+        for live, new in zip(tensors, [t for c in copies for t in list(c.parameters()) + list(c.buffers())]):
+            live.copy_(new)
+
+
 @contextmanager
 def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: RandomizationConfig,
                seed: int) -> Iterator[nn.Module]:
@@ -97,7 +115,7 @@ def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: Randomiz
     live = _state_tensors(modules)
     try:
         for unit in stage.units:
-            reinit_unit(unit_modules(model, arch, unit), arch, cfg, rng.generator(seed, "reinit", unit))
+            _reinit_on_cpu(unit_modules(model, arch, unit), arch, cfg, rng.generator(seed, "reinit", unit))
         yield model
     finally:
         with torch.no_grad():

@@ -39,8 +39,8 @@ class MemorizationError(RuntimeError):
 class TrainedModel:
     model: nn.Module
     labels: str  # true | random
-    train_accuracy: float  # on the labels it was trained with
-    eval_accuracy: float  # on the held-out split's true labels
+    train_accuracy: Optional[float]  # on the labels it was trained with (None: not trained here)
+    eval_accuracy: Optional[float]  # on the held-out split's true labels (None: labels unknown)
     checkpoint: Optional[str]
     from_cache: bool
     seconds: float
@@ -180,6 +180,8 @@ def train_model(
     ``training.max_epochs`` runs out first (nothing is cached then).
     """
     start = time.time()
+    if arch.source == "torchvision":
+        return load_pretrained(arch, data, seed, device, weights, start)
     model = build_model(arch, data, seed).to(device)
     targets = training_labels(data, labels, seed)
     epochs_run: Optional[int] = None
@@ -217,6 +219,32 @@ def train_model(
     log.info("%s on %s (%s labels): train accuracy %.4f, held-out accuracy %.4f%s", arch.name, data.name, labels,
              train_acc, eval_acc, " (cached)" if cached else "")
     return TrainedModel(model, labels, train_acc, eval_acc, ckpt, cached, time.time() - start, epochs_run)
+
+
+def load_pretrained(arch: Architecture, data: Dataset, seed: int, device: torch.device, weights: Optional[str],
+                    start: float) -> TrainedModel:
+    """An ImageNet model: torchvision weights or a file, or random weights (``weights=None``); never trained.
+
+    Inception v3 maps ImageNet-normalized inputs back to [-1, 1] itself (torchvision's
+    ``transform_input``); with the paper's [-1, 1] scaling the data are already there.
+    """
+    from benchmark.models import imagenet
+
+    model = build_model(arch, data, seed)
+    if weights is not None and Path(weights).expanduser().is_file():  # checked like any other weights file
+        model.load_state_dict(load_weights(weights, model))
+        source = f"file {weights}"
+    else:
+        source = imagenet.load_weights(model, arch.name, weights)
+    if weights is None:
+        log.warning("%s has random weights (model.weights=null): a smoke run, not a sanity check of a trained "
+                    "model; set model.weights=DEFAULT (torchvision, downloads once) or a state-dict file", arch.name)
+    if hasattr(model, "transform_input") and data.provenance.get("preprocessing"):
+        model.transform_input = data.provenance["preprocessing"]["scaling"] == "imagenet"
+    model = model.to(device).eval()
+    known = data.eval_labels >= 0
+    eval_acc = evaluate(model, data.eval_images[known], data.eval_labels[known]) if bool(known.any()) else None
+    return TrainedModel(model, "true", None, eval_acc, source, weights is not None, time.time() - start)
 
 
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: TrainingConfig, seed: int,

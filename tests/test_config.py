@@ -10,7 +10,7 @@ from omegaconf.errors import ValidationError
 
 import common  # noqa: F401  (registers the schema)
 from benchmark.config import Order, Profile, Reinit, resolve_profile
-from benchmark.data import LOADERS
+from benchmark.data import LOADERS, PHOTO_LOADERS
 from benchmark.methods import METHODS
 from benchmark.models import ARCHITECTURES
 
@@ -49,7 +49,7 @@ def test_registry_keys_have_conf_and_module_files():
         assert (ROOT / "benchmark" / "methods" / f"{key}.py").exists(), key
     assert {f.stem for f in (CONF / "method").glob("*.yaml")} == set(METHODS)
     assert {f.stem for f in (CONF / "model").glob("*.yaml")} == set(ARCHITECTURES)
-    assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS)
+    assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS) | set(PHOTO_LOADERS)
 
 
 def test_overrides_reach_the_typed_config():

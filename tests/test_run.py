@@ -69,7 +69,7 @@ def test_maps_rescored_independently_reproduce_the_table(smoke):
     meta = json.loads((run_dir / "meta.json").read_text())
     ppc = meta["resolved"]["hog_pixels_per_cell"]
     assert meta["resolved"]["ssim_window"] == "window5" and meta["resolved"]["hog_correlation"] == "pearson"
-    checked = 0
+    checked, diffs = 0, []
     for method in cfg.method:
         for stage in range(1, 5):
             for k, image in enumerate(maps["image_ids"]):
@@ -87,9 +87,14 @@ def test_maps_rescored_independently_reproduce_the_table(smoke):
                                     ).statistic,
                 }
                 for metric, value in ref.items():
-                    assert df.loc[(method, stage, metric, int(image)), "value"] == pytest.approx(value, abs=1e-9)
+                    diffs.append(abs(df.loc[(method, stage, metric, int(image)), "value"] - value))
                     checked += 1
     assert checked > 0.9 * len(cfg.method) * 4 * len(maps["image_ids"]) * 4 * 0.5
+    # maps.npz holds float16 roundings of the float32 maps the metrics compared: re-scored values
+    # agree within that rounding (a map of the wrong stage, image or method would be off by far more).
+    assert maps["gradient/abs"].dtype == np.float16
+    diffs = np.array(diffs)
+    assert diffs.max() < 0.05 and np.median(diffs) < 2e-4, (diffs.max(), np.median(diffs))
 
 
 def test_model_output_change_is_recorded(smoke):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
 from benchmark.config import DataConfig
+
+if TYPE_CHECKING:
+    from benchmark.models.imagenet import Preprocessing
 
 
 @dataclass
@@ -76,13 +79,40 @@ LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
 }
 
 
+def _load_image_folder(cfg: DataConfig, pre: "Preprocessing", limit: Optional[int]) -> Dataset:
+    from benchmark.data.photos import load_image_folder
+
+    return load_image_folder(cfg, pre, limit)
+
+
+def _load_skimage_photos(cfg: DataConfig, pre: "Preprocessing", limit: Optional[int]) -> Dataset:
+    from benchmark.data.photos import load_skimage_photos
+
+    return load_skimage_photos(cfg, pre, limit)
+
+
+# Photographs for ImageNet models: preprocessed as the model expects, no train split.
+PHOTO_LOADERS: dict[str, Callable[[DataConfig, "Preprocessing", Optional[int]], Dataset]] = {
+    "image_folder": _load_image_folder,
+    "skimage_photos": _load_skimage_photos,
+}
+
+
 def check_data_name(name: str) -> None:
-    if name not in LOADERS:
-        raise ValueError(f"data.name={name!r} is not a known data set; use one of {sorted(LOADERS)}")
+    if name not in LOADERS and name not in PHOTO_LOADERS:
+        raise ValueError(f"data.name={name!r} is not a known data set; use one of "
+                         f"{sorted(LOADERS) + sorted(PHOTO_LOADERS)}")
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
+def load_dataset(cfg: DataConfig, preprocessing: Optional["Preprocessing"] = None,
+                 limit: Optional[int] = None) -> Dataset:
+    """The data set; photographs need the model's ``preprocessing`` and load at most ``limit`` images."""
     check_data_name(cfg.name)
+    if cfg.name in PHOTO_LOADERS:
+        if preprocessing is None:
+            raise ValueError(f"data.name={cfg.name!r} holds photographs for ImageNet models; choose "
+                             "model=inception_v3, vgg16 or resnet50")
+        return PHOTO_LOADERS[cfg.name](cfg, preprocessing, limit)
     data = LOADERS[cfg.name](cfg)
     if cfg.n_train is not None:
         if not 0 < cfg.n_train <= len(data.train_images):

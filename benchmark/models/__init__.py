@@ -13,7 +13,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from benchmark.models import imagenet
 from benchmark.models.cnn import MnistCNN, init_default
+from benchmark.models.imagenet import Preprocessing
 from benchmark.models.mlp import MnistMLP
 
 
@@ -29,6 +31,11 @@ class Architecture:
     init_module: Callable[[nn.Module, torch.Generator], None]
     input_size: tuple[int, int] = (28, 28)
     notes: str = field(default="")
+    # "trained": the suite trains it on the run's data; "torchvision": pretrained ImageNet weights
+    # (torchvision's weights API or a file), never trained here.
+    source: str = "trained"
+    # How photographs become this model's input (torchvision models only).
+    preprocessing: Optional[Preprocessing] = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -49,6 +56,22 @@ ARCHITECTURES: dict[str, Architecture] = {
         notes="Adebayo et al. 2018 MNIST MLP: 784-2500-1500-500-10 with ReLU.",
     ),
 }
+
+for _name, _notes in (("inception_v3", "torchvision Inception v3 (Adebayo et al. 2018's ImageNet model), 299x299; "
+                                       "the paper's 17 cascading blocks"),
+                      ("vgg16", "torchvision VGG-16, 224x224"), ("resnet50", "torchvision ResNet-50, 224x224")):
+    _pre = imagenet.PREPROCESSING[_name]
+    ARCHITECTURES[_name] = Architecture(
+        name=_name,
+        build=(lambda c, k, _n=_name: imagenet.build_torchvision(_n, k)),
+        units=imagenet.UNITS[_name](),
+        gradcam_layer=imagenet.GRADCAM_LAYERS[_name],
+        init_module=imagenet.INITS[_name],
+        input_size=(_pre.crop, _pre.crop),
+        notes=_notes,
+        source="torchvision",
+        preprocessing=_pre,
+    )
 
 
 def get_architecture(name: str) -> Architecture:

@@ -132,10 +132,14 @@ def honesty_table(scores: pd.DataFrame, a: Analysis) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _acc(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def model_facts(meta: dict[str, Any]) -> list[tuple[str, str]]:
     model = meta["model"]
-    out = [("model", f"{model['name']}: held-out accuracy {model['eval_accuracy']:.4f}, "
-                     f"train accuracy {model['train_accuracy']:.4f}")]
+    out = [("model", f"{model['name']}: held-out accuracy {_acc(model.get('eval_accuracy'))}, "
+                     f"train accuracy {_acc(model.get('train_accuracy'))}")]
     if "random_label_model" in meta:
         r = meta["random_label_model"]
         out.append(("random-label model", f"train accuracy on its permuted labels {r['train_accuracy']:.4f} (gate "

@@ -1,0 +1,472 @@
+"""The cascading test run four ways in one process, timed side by side.
+
+    python experiments/speed.py --root ../shared/data             # the headline: MNIST CNN, 64 images
+    python experiments/speed.py --n-images 8 --skip quantus       # a quick look
+    python experiments/speed.py --memory                          # + peak RSS against images and stages
+    python experiments/speed.py --memory-only                     # only the peak RSS table
+
+(a) this suite: ``score_stages`` (engine, post-processing, Spearman ABS / no-ABS), as a run does it;
+(b) a Captum loop: one Captum explainer per method, batched over the images, the same post-processing,
+    scored with ``scipy.stats.spearmanr``; same model, same randomized weights, same noise draws;
+(c) Quantus' MPRT (top-down) driven by the same Captum explainers, one method at a time;
+(d) the bound: the forward+backward passes the method set strictly needs, times the fastest measured
+    time of one such pass over batch sizes and memory layouts (plain, channels-last).
+
+Prints a table and one JSON line. Spearman values of (a) and (b) are compared where the settings
+are identical (all methods here: Captum runs on a twin of the CNN with nn.ReLU modules, since its
+Guided Backprop misses F.relu, and gets the suite's noise and IG points).
+Needs the ``bench`` extra (captum, quantus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmark.config import DataConfig, ExperimentConfig, ModelConfig, SimilarityConfig  # noqa: E402
+from benchmark.experiment import Setup, score_stages, select_images, validate  # noqa: E402
+from benchmark.data import load_dataset  # noqa: E402
+from benchmark.methods.engine import Engine, channels_last, noise_scale, path_alphas, standard_noise  # noqa: E402
+from benchmark.postprocess import abs_map, signed_map  # noqa: E402
+from benchmark.randomization import randomized, stages  # noqa: E402
+from benchmark.runtime import select_device, set_threads  # noqa: E402
+from benchmark.training import train_model  # noqa: E402
+
+log = logging.getLogger("benchmark.speed")
+
+PAPER_METHODS = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "vargrad",
+                 "guided_backprop", "gradcam", "guided_gradcam"]
+METRICS = ["spearman_abs", "spearman"]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB.
+
+    Linux: VmHWM of /proc/self/status, which starts afresh in a new program (``ru_maxrss`` keeps
+    the parent's peak across fork and exec, so a child would report the parent's).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if sys.platform == "darwin" else r / 1024
+
+
+# -- (b) and (c): Captum ------------------------------------------------------------------------
+class ReLUBlock(nn.Module):
+    """The CNN's conv block with an nn.ReLU module (what Captum's Guided Backprop hooks)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv(x))
+
+
+class ModuleReLUCNN(nn.Module):
+    """A twin of ``MnistCNN`` sharing its parameter tensors, with nn.ReLU modules instead of F.relu."""
+
+    def __init__(self, cnn: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = ReLUBlock(cnn.conv1.conv)
+        self.conv2 = ReLUBlock(cnn.conv2.conv)
+        self.fc1 = cnn.fc1
+        self.relu3 = nn.ReLU()
+        self.logits = cnn.logits
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.conv1(x))
+        x = self.pool(self.conv2(x))
+        return self.logits(self.relu3(self.fc1(x.flatten(1))))
+
+
+class SuiteNoise:
+    """Captum's NoiseTunnel drawing the suite's noise: sample j of image i is the engine's draw (seed, i, j).
+
+    Patches ``NoiseTunnel._add_noise_to_input`` for the block; ``ids`` are the image ids of the
+    batch being attributed, ``level`` the noise level (sd = level * (max x - min x) per image).
+    """
+
+    def __init__(self, seed: int, level: float) -> None:
+        self.seed, self.level = seed, level
+        self.ids: list[int] = []
+        self.next_sample = 0
+
+    @contextmanager
+    def patched(self) -> Iterator["SuiteNoise"]:
+        from captum.attr import NoiseTunnel
+
+        original = NoiseTunnel.__dict__["_add_noise_to_input"]
+
+        def add_noise(inp: torch.Tensor, stdev: float, n_part: int) -> torch.Tensor:
+            j0 = self.next_sample
+            self.next_sample += n_part
+            sd = noise_scale(inp, self.level)
+            z = torch.stack([torch.stack([standard_noise(self.seed, i, j, inp.shape[1:]) for j in range(j0, j0 + n_part)])
+                             for i in self.ids]).to(inp.device)  # (B, n, ...)
+            shape = (-1,) + (1,) * (inp.dim())
+            return (inp[:, None] + sd.view(shape) * z).flatten(0, 1)
+
+        NoiseTunnel._add_noise_to_input = staticmethod(add_noise)
+        try:
+            yield self
+        finally:
+            NoiseTunnel._add_noise_to_input = original
+
+    def start(self, ids: list[int]) -> None:
+        self.ids, self.next_sample = list(ids), 0
+
+
+def captum_explainers(model: nn.Module, methods: dict[str, dict[str, Any]], seed: int,
+                      chunk_items: int) -> dict[str, Callable[[torch.Tensor, torch.Tensor, list[int]], torch.Tensor]]:
+    """method name -> f(x, target, image_ids) -> (B, C, H, W) map, each one Captum call (per image chunk)."""
+    from captum.attr import (GuidedBackprop, GuidedGradCam, InputXGradient, IntegratedGradients, LayerAttribution,
+                             LayerGradCam, NoiseTunnel, Saliency)
+
+    layer = model.conv2
+
+    def chunked(fn: Callable, per_image: int) -> Callable:
+        def run(x, t, ids):
+            step = len(x) if chunk_items <= 0 else max(1, chunk_items // per_image)
+            return torch.cat([fn(x[i : i + step], t[i : i + step], ids[i : i + step]) for i in range(0, len(x), step)])
+        return run
+
+    def noise_tunnel(nt_type: str, settings: dict[str, Any]) -> Callable:
+        noise = SuiteNoise(seed, settings["noise_level"])
+        n = settings["n_samples"]
+
+        def fn(x, t, ids):
+            noise.start(ids)
+            with noise.patched():
+                return NoiseTunnel(Saliency(model)).attribute(x, nt_type=nt_type, nt_samples=n, target=t, abs=False,
+                                                              nt_samples_batch_size=n)
+        return chunked(fn, n)
+
+    def ig(settings: dict[str, Any]) -> Callable:
+        alphas, weights = path_alphas(settings["n_steps"], settings["rule"])
+        explainer = IntegratedGradients(model)
+
+        def fn(x, t, ids):
+            # The paper code's points (linspace, equal weights) through Captum's step_sizes_and_alphas.
+            (attr,) = explainer._attribute((x,), (torch.full_like(x, settings["baseline"]),), target=t,
+                                           n_steps=settings["n_steps"],
+                                           step_sizes_and_alphas=(weights.tolist(), alphas.tolist()))
+            return attr
+        return chunked(fn, settings["n_steps"])
+
+    def gradcam(x, t, ids):
+        cam = LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+    table: dict[str, Callable] = {
+        "gradient": lambda x, t, ids: Saliency(model).attribute(x, target=t, abs=False),
+        "gradient_x_input": lambda x, t, ids: InputXGradient(model).attribute(x, target=t),
+        "guided_backprop": lambda x, t, ids: GuidedBackprop(model).attribute(x, target=t),
+        "gradcam": gradcam,
+        "guided_gradcam": lambda x, t, ids: GuidedGradCam(model, layer).attribute(x, target=t,
+                                                                                   interpolate_mode="bilinear"),
+    }
+    out = {}
+    for name, settings in methods.items():
+        if name in ("smoothgrad", "vargrad"):
+            out[name] = noise_tunnel(name, settings)
+        elif name == "integrated_gradients":
+            out[name] = ig(settings)
+        else:
+            out[name] = table[name]
+    return out
+
+
+def run_captum_loop(cfg: ExperimentConfig, arch, model: nn.Module, x: torch.Tensor, ids: torch.Tensor,
+                    chunk_items: int) -> dict[tuple[int, str, str], np.ndarray]:
+    """(b): stage by stage, method by method, one Captum call each; scipy spearmanr per image."""
+    twin = ModuleReLUCNN(model).eval()
+    explain = captum_explainers(twin, cfg.method, cfg.seed, chunk_items)
+    ids_l = [int(i) for i in ids]
+    # The suite's memory layout for Captum too (same speed-up, same arithmetic, same maps)
+    x = x.contiguous(memory_format=torch.channels_last)
+    reference: dict[str, dict[str, np.ndarray]] = {}
+    scores: dict[tuple[int, str, str], np.ndarray] = {}
+    for stage in stages(arch, cfg.randomization.order, cfg.randomization.units):
+        with randomized(model, arch, stage, cfg.randomization, cfg.seed), channels_last(twin):
+            for p in twin.parameters():
+                p.requires_grad_(False)
+            with torch.no_grad():
+                target = twin(x).argmax(1)
+            for name, fn in explain.items():
+                m = fn(x, target, ids_l).detach()
+                processed = {"spearman_abs": abs_map(m, cfg.similarity.percentile).astype(np.float32),
+                             "spearman": signed_map(m, cfg.similarity.percentile).astype(np.float32)}
+                if stage.index == 0:
+                    reference[name] = processed
+                for metric, cur in processed.items():
+                    ref = reference[name][metric]
+                    scores[(stage.index, name, metric)] = np.array(
+                        [spearmanr(ref[i].ravel(), cur[i].ravel()).statistic for i in range(len(x))])
+    return scores
+
+
+def run_quantus(cfg: ExperimentConfig, model: nn.Module, x: torch.Tensor, ids: torch.Tensor,
+                chunk_items: int) -> dict[str, Any]:
+    """(c): Quantus' MPRT (top-down, its own layer resets) per method, with the same Captum explainers."""
+    import quantus
+
+    twin = ModuleReLUCNN(model).eval()
+    with torch.no_grad():
+        y = twin(x).argmax(1).numpy()
+    explainers = captum_explainers(twin, cfg.method, cfg.seed, chunk_items)
+    out = {}
+    for name in cfg.method:
+        def explain_func(model, inputs, targets, name=name, **kwargs):
+            local = captum_explainers(model, {name: cfg.method[name]}, cfg.seed, chunk_items)[name]
+            xi = torch.as_tensor(inputs).contiguous(memory_format=torch.channels_last)
+            with channels_last(model):
+                return local(xi, torch.as_tensor(targets), [int(i) for i in ids[: len(xi)]]).detach().numpy()
+
+        metric = quantus.MPRT(similarity_func=quantus.similarity_func.correlation_spearman, layer_order="top_down",
+                              disable_warnings=True, display_progressbar=False)
+        scores = metric(model=twin, x_batch=x.numpy(), y_batch=y, a_batch=None, explain_func=explain_func,
+                        device="cpu", batch_size=len(x))
+        out[name] = {k: float(np.nanmean(v)) for k, v in scores.items()}
+    del explainers
+    return out
+
+
+# -- (d): the bound -----------------------------------------------------------------------------
+def time_pass(model: nn.Module, shape: tuple[int, ...], batch: int, channels_last: bool, repeats: int = 3) -> float:
+    """Best seconds per item of one forward+backward pass (gradient w.r.t. the input) at this batch size."""
+    x = torch.rand((batch,) + tuple(shape))
+    m = model
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        m = model.to(memory_format=torch.channels_last)
+    t = torch.zeros(batch, dtype=torch.long)
+    best = float("inf")
+    try:
+        for _ in range(repeats + 1):  # first one warms up
+            start = time.perf_counter()
+            xi = x.detach().requires_grad_(True)
+            out = m(xi).gather(1, t[:, None]).sum()
+            torch.autograd.grad(out, xi)
+            best = min(best, (time.perf_counter() - start) / batch)
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+    return best
+
+
+def measure_bound(model: nn.Module, shape: tuple[int, ...], batches: list[int]) -> dict[str, Any]:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    grid = {f"{'channels_last' if cl else 'plain'}@{b}": time_pass(model, shape, b, cl)
+            for b in batches for cl in (False, True)}
+    for p in model.parameters():
+        p.requires_grad_(True)
+    best = min(grid, key=grid.get)
+    return {"per_item_s": grid, "best": best, "best_per_item_s": grid[best]}
+
+
+# -- memory probe -------------------------------------------------------------------------------
+def memory_probe(args: argparse.Namespace) -> None:
+    """One child process: the suite's run on n images x n stages; prints its peak RSS as JSON."""
+    cfg, arch, model, s = prepare(args)
+    stage_list = stages(arch, cfg.randomization.order, None)
+    # Stages beyond the model's own: the cascade's stages again (same work per stage, more stages).
+    chosen = [stage_list[0]] + [stage_list[1 + (i % (len(stage_list) - 1))] for i in range(args.probe_stages - 1)]
+    before = peak_rss_mb()
+    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in chosen)
+    scored = score_stages(cfg, arch, list(validate(cfg)[1]), contexts, s, n_stages=len(chosen))
+    print(json.dumps({"images": args.n_images, "stages": len(chosen), "peak_rss_mb": round(peak_rss_mb(), 1),
+                      "rss_before_mb": round(before, 1), "seconds": round(scored.seconds, 2)}))
+
+
+def inception_probe(args: argparse.Namespace) -> None:
+    """One child process: SmoothGrad, 50 samples, one 299x299 image through Inception v3 (random
+    weights) within ``--memory-budget-mb``; prints its peak RSS as JSON."""
+    from benchmark.methods import build_method
+    from benchmark.models import get_architecture
+    from benchmark.training import build_model
+    from benchmark.data import Dataset
+
+    set_threads(args.threads)
+    arch = get_architecture("inception_v3")
+    x = torch.rand(1, 3, 299, 299) * 2 - 1
+    data = Dataset("probe", x[:0], torch.zeros(0, dtype=torch.long), x, torch.zeros(1, dtype=torch.long), 1000)
+    model = build_model(arch, data, 0).eval()
+    before = peak_rss_mb()
+    engine = Engine(model, [build_method("smoothgrad", {"n_samples": 50})], target_layer=model.Mixed_7c,
+                    memory_budget_mb=args.memory_budget_mb)
+    start = time.perf_counter()
+    with torch.no_grad():
+        t = model(x).argmax(1)
+    engine.explain(x, t, torch.arange(1))
+    print(json.dumps({"model": "inception_v3", "method": "smoothgrad (50 samples)", "images": 1,
+                      "memory_budget_mb": args.memory_budget_mb, "chunk": engine._chunk_size(x),
+                      "rss_before_mb": round(before, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+                      "seconds": round(time.perf_counter() - start, 1)}))
+
+
+def memory_table(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    base = [sys.executable, __file__, "--probe", "--data", args.data, "--threads", str(args.threads),
+            "--methods", ",".join(args.methods)] + (["--root", args.root] if args.root else [])
+    for n_images, n_stages in [(8, 5), (8, 10), (8, 20), (16, 5), (32, 5)]:
+        cmd = base + ["--n-images", str(n_images), "--probe-stages", str(n_stages)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(
+            Path(__file__).resolve().parents[1])})
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"memory: {rows[-1]}", flush=True)
+    out = subprocess.run([sys.executable, __file__, "--inception-probe", "--threads", str(args.threads),
+                          "--memory-budget-mb", str(args.memory_budget_mb)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"memory: {rows[-1]}", flush=True)
+    return rows
+
+
+# -- shared set-up ------------------------------------------------------------------------------
+def prepare(args: argparse.Namespace, epochs: Optional[int] = None):
+    cfg = ExperimentConfig(model=ModelConfig(name="cnn"), data=DataConfig(name=args.data, root=args.root),
+                           method={m: {} for m in args.methods}, n_images=args.n_images,
+                           similarity=SimilarityConfig(metrics=list(METRICS)), progress=False,
+                           num_threads=args.threads, results_root=args.results_root, n_saved_images=8,
+                           memory_budget_mb=args.memory_budget_mb,
+                           # (b) and (c) do not measure the accuracy of every stage's model: neither does (a) here
+                           stage_accuracy=False)
+    if epochs is not None:
+        cfg.training.epochs = epochs
+    arch, _ = validate(cfg)
+    threads = set_threads(cfg.num_threads)
+    device = select_device("cpu")
+    t0 = time.time()
+    data = load_dataset(cfg.data)
+    images = select_images(data, cfg.n_images)
+    cache = Path(cfg.results_root) / ".cache"
+    s = Setup(device, threads, data, images, cache, time.time() - t0)
+    trained = train_model(arch, data, cfg.training, cfg.seed, device, cache, False, None)
+    return cfg, arch, trained.model.eval(), s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--root", default="../shared/data")
+    ap.add_argument("--n-images", type=int, default=64)
+    ap.add_argument("--methods", type=lambda s: s.split(","), default=PAPER_METHODS)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--results-root", default="results")
+    ap.add_argument("--memory-budget-mb", type=int, default=1024)
+    ap.add_argument("--captum-chunk", type=int, default=256, help="items per Captum call (images x samples)")
+    ap.add_argument("--skip", default="", help="comma-separated ways to skip: captum, quantus, bound")
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS against images and stages")
+    ap.add_argument("--memory-only", action="store_true", help="only the peak RSS table")
+    ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--probe-stages", type=int, default=5, help=argparse.SUPPRESS)
+    ap.add_argument("--inception-probe", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.probe:
+        memory_probe(args)
+        return
+    if args.inception_probe:
+        inception_probe(args)
+        return
+    if args.memory_only:
+        print(json.dumps({"memory": memory_table(args)}))
+        return
+    skip = set(filter(None, args.skip.split(",")))
+    cfg, arch, model, s = prepare(args)
+    _, methods = validate(cfg)
+    x, _, ids = s.images
+    stage_list = stages(arch, cfg.randomization.order, None)
+    n_stages = len(stage_list)
+    engine = Engine(model, methods, target_layer=model.get_submodule(arch.gradcam_layer), seed=cfg.seed)
+    passes = engine.passes_per_image * len(x) * n_stages
+    result: dict[str, Any] = {"model": arch.name, "data": s.data.name, "images": len(x), "stages": n_stages,
+                              "methods": list(cfg.method), "threads": s.threads,
+                              "passes_needed": passes, "passes_per_image_per_stage": engine.passes_per_image}
+    times: dict[str, float] = {}
+
+    start = time.perf_counter()
+    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
+    scored = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages)
+    times["a_suite"] = time.perf_counter() - start
+    print(f"(a) suite: {times['a_suite']:.2f} s", flush=True)
+
+    if "captum" not in skip:
+        start = time.perf_counter()
+        run_captum_loop(cfg, arch, model, x, ids, 0)
+        times["b_captum_loop_default"] = time.perf_counter() - start
+        print(f"(b) Captum loop, Captum's default batching: {times['b_captum_loop_default']:.2f} s", flush=True)
+        start = time.perf_counter()
+        ref = run_captum_loop(cfg, arch, model, x, ids, args.captum_chunk)
+        times["b_captum_loop"] = time.perf_counter() - start
+        print(f"(b) Captum loop, {args.captum_chunk}-item calls: {times['b_captum_loop']:.2f} s", flush=True)
+        df = scored.scores
+        diffs = {}
+        for (stage, name, metric), values in ref.items():
+            ours = df[(df.stage == stage) & (df.method == name) & (df.metric == metric)].sort_values("image")
+            d = np.abs(ours.value.to_numpy() - values)
+            diffs[name] = max(diffs.get(name, 0.0), float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
+        result["max_abs_spearman_diff_vs_captum"] = diffs
+    if "quantus" not in skip:
+        start = time.perf_counter()
+        result["quantus_mprt_mean"] = run_quantus(cfg, model, x, ids, args.captum_chunk)
+        times["c_quantus_mprt"] = time.perf_counter() - start
+        print(f"(c) Quantus MPRT: {times['c_quantus_mprt']:.2f} s", flush=True)
+    if "bound" not in skip:
+        bound = measure_bound(model, tuple(x.shape[1:]), [64, 128, 256, 512, 1024])
+        times["d_bound"] = passes * bound["best_per_item_s"]
+        result["pass_timing"] = bound
+    result["seconds"] = {k: round(v, 2) for k, v in times.items()}
+    ratios = {}
+    if "b_captum_loop" in times:
+        ratios["captum_loop_over_suite"] = times["b_captum_loop"] / times["a_suite"]
+        ratios["captum_loop_default_batching_over_suite"] = times["b_captum_loop_default"] / times["a_suite"]
+    if "c_quantus_mprt" in times:
+        ratios["quantus_over_suite"] = times["c_quantus_mprt"] / times["a_suite"]
+    if "d_bound" in times:
+        ratios["suite_over_bound"] = times["a_suite"] / times["d_bound"]
+    result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if args.memory:
+        result["memory"] = memory_table(args)
+
+    print()
+    print(f"| way | seconds | vs suite |")
+    print("|---|--:|--:|")
+    labels = {"a_suite": "(a) this suite",
+              "b_captum_loop_default": "(b) Captum loop + scipy spearmanr, Captum's default batching",
+              "b_captum_loop": f"(b) Captum loop + scipy spearmanr, calls of {args.captum_chunk} items",
+              "c_quantus_mprt": "(c) Quantus MPRT + Captum", "d_bound": "(d) bound: passes x best pass time"}
+    for k, v in times.items():
+        print(f"| {labels[k]} | {v:.2f} | {v / times['a_suite']:.2f}x |")
+    if "max_abs_spearman_diff_vs_captum" in result:
+        worst = max(result["max_abs_spearman_diff_vs_captum"].values())
+        print(f"\nlargest |Spearman (a) - (b)| over methods, stages, images, ABS and no-ABS: {worst:.2e}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""experiments/speed.py at a small size: the Captum loop reproduces the suite's Spearman values."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("captum")
+
+
+def test_captum_loop_matches_the_suite_with_identical_settings(tmp_path):
+    import speed
+
+    from benchmark.experiment import score_stages, validate
+    from benchmark.randomization import randomized, stages
+
+    args = argparse.Namespace(data="digits", root=None, n_images=4, threads=None, results_root=str(tmp_path),
+                              memory_budget_mb=64,
+                              methods=["gradient", "smoothgrad", "vargrad", "integrated_gradients", "guided_backprop",
+                                       "gradcam", "guided_gradcam", "gradient_x_input"])
+    cfg, arch, model, s = speed.prepare(args, epochs=1)
+    cfg.method.update({"smoothgrad": {"n_samples": 6}, "vargrad": {"n_samples": 4},
+                       "integrated_gradients": {"n_steps": 5}})
+    _, methods = validate(cfg)
+    stage_list = stages(arch, cfg.randomization.order, None)
+    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
+    df = score_stages(cfg, arch, methods, contexts, s, n_stages=len(stage_list)).scores
+    x, _, ids = s.images
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ref = speed.run_captum_loop(cfg, arch, model, x, ids, chunk_items=8)
+    assert len(ref) == len(stage_list) * len(methods) * 2
+    for (stage, name, metric), values in ref.items():
+        ours = df[(df.stage == stage) & (df.method == name) & (df.metric == metric)].sort_values("image").value
+        np.testing.assert_allclose(ours.to_numpy(), values, atol=1e-4, rtol=0, err_msg=f"{name} {metric} {stage}")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    # Captum's NoiseTunnel is back to its own noise after the loop
+    from captum.attr import NoiseTunnel
+
+    assert NoiseTunnel._add_noise_to_input.__qualname__.startswith("NoiseTunnel")
