@@ -306,10 +306,6 @@ def score_stages(
     k_saved = min(cfg.n_saved_images, len(x))
     rows: list[dict[str, Any]] = []
     saved = SavedMaps()
-    labels_known = bool((labels >= 0).all())
-    if Target(cfg.target) == Target.label and not labels_known:
-        raise ValueError(f"target=label but data {data.name!r} has no labels for these images; use "
-                         "target=predicted or target=original_prediction")
     stage_meta: list[dict[str, Any]] = []
     reference: dict[str, dict[str, np.ndarray]] = {}
     calibration: Optional[pd.DataFrame] = None
