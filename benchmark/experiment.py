@@ -36,7 +36,7 @@ from benchmark.randomization import Stage
 from benchmark.runtime import configure_determinism, select_device, set_threads, versions
 from benchmark.similarity import METRICS, check_metrics, hog_pixels_per_cell
 from benchmark.report.stats import check_verdict
-from benchmark.training import evaluate
+from benchmark.training import check_weights_file, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,8 @@ def _check_model_data(cfg: ExperimentConfig, arch: Architecture) -> None:
     if cfg.model.input_scaling is not None:
         raise ValueError(f"model.input_scaling={cfg.model.input_scaling!r} applies to ImageNet models only; "
                          f"leave it null for model {arch.name!r}")
-    if cfg.model.weights is not None and not Path(cfg.model.weights).expanduser().is_file():
-        raise ValueError(f"model.weights={cfg.model.weights!r} is not a file; give the path of a saved state dict "
-                         "or leave it null to train")
+    if cfg.model.weights is not None:
+        check_weights_file(cfg.model.weights)
 
 
 def _check_similarity(cfg: ExperimentConfig, arch: Architecture) -> None:

@@ -123,12 +123,18 @@ def _load_checked(path: Path) -> Optional[dict[str, torch.Tensor]]:
         return None
 
 
-def load_weights(weights: str, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict in ``weights``, checked against ``model``; ValueError naming model.weights otherwise."""
+def check_weights_file(weights: str) -> Path:
+    """``model.weights`` as a path to an existing file; ValueError with the fix otherwise."""
     path = Path(weights).expanduser()
     if not path.is_file():
         raise ValueError(f"model.weights={weights!r} is not a file; give the path of a saved state dict "
                          "or leave it null to train")
+    return path
+
+
+def load_weights(weights: str, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in ``weights``, checked against ``model``; ValueError naming model.weights otherwise."""
+    path = check_weights_file(weights)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupted, or not a torch file at all

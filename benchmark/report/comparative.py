@@ -30,7 +30,7 @@ from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
 from benchmark.report.run_report import (CONTROL_EXPECTED, Analysis, analyze, fmt_ci, read_calibration,
                                          summary_csv, versions_text)
-from benchmark.report.stats import rule_text, summarize
+from benchmark.report.stats import nan_reasons_text, rule_text, summarize
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +253,10 @@ def _honesty_table(scores: pd.DataFrame, runs: list[Any]) -> pd.DataFrame:
     rows = []
     for r in runs:
         d = scores[(scores.run_id == r.run_id) & (scores.stage > 0)]
-        reasons = d.nan_reason.dropna().value_counts()
         ties = d[d.metric == "spearman_abs"].tie_fraction.mean()
         rows.append({"run_id": r.run_id, "images": d.image.nunique(), "seed": r.meta["seed"],
                      "profile": r.meta["profile"], "scores": len(d), "NaN": int(d.value.isna().sum()),
-                     "NaN reasons": "; ".join(f"{k}: {n}" for k, n in reasons.items()) or "-",
+                     "NaN reasons": nan_reasons_text(d.nan_reason) or "-",
                      "tied values, ABS (mean)": ties,
                      "controls": ", ".join(m for m in dict.fromkeys(d.method) if m in CONTROLS),
                      "torch": r.meta.get("versions", {}).get("torch"),

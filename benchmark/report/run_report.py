@@ -19,7 +19,7 @@ from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.stats import bands, judged_stage, rule_text, summarize, verdicts
+from benchmark.report.stats import bands, judged_stage, nan_reasons_text, rule_text, summarize, verdicts
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
 CONTROL_EXPECTED = {"edge": "fail", "noise": "pass"}
@@ -123,10 +123,9 @@ def honesty_table(scores: pd.DataFrame, a: Analysis) -> pd.DataFrame:
     rows = []
     for m in a.methods:
         d = later[later.method == m]
-        reasons = d.nan_reason.dropna().value_counts()
         ties = d[d.metric.isin(["spearman_abs", "spearman"])].groupby("metric").tie_fraction.mean()
         rows.append({"method": m, "images": d.image.nunique(), "scores": len(d), "NaN": int(d.value.isna().sum()),
-                     "NaN reasons": "; ".join(f"{r}: {n}" for r, n in reasons.items()) or "-",
+                     "NaN reasons": nan_reasons_text(d.nan_reason) or "-",
                      "tied values, ABS": ties.get("spearman_abs", np.nan),
                      "tied values, no-ABS": ties.get("spearman", np.nan)})
     return pd.DataFrame(rows)

@@ -24,6 +24,11 @@ GROUP = ["test", "stage", "layer", "method", "metric"]
 MIN_IMAGES = 3
 
 
+def nan_reasons_text(reasons: pd.Series) -> str:
+    """``reason: count; ...`` of the non-null entries of a ``nan_reason`` column, most frequent first."""
+    return "; ".join(f"{r}: {n}" for r, n in reasons.dropna().value_counts().items())
+
+
 def mean_ci(values: np.ndarray, confidence: float, n_boot: int, seed: int) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (scipy.stats.bootstrap); (nan, nan) below 2 values."""
     values = np.asarray(values, dtype=np.float64)
@@ -47,10 +52,9 @@ def summarize(scores: pd.DataFrame, confidence: float = 0.95, n_boot: int = 2000
         finite = g.value.dropna().to_numpy()
         group_seed = rng.derive_seed(seed, "bootstrap", *key)
         lo, hi = mean_ci(finite, confidence, n_boot, group_seed)
-        reasons = g.nan_reason.dropna().value_counts()
         rows.append({
             **dict(zip(GROUP, key)), "n_images": len(g), "n_nan": int(g.value.isna().sum()),
-            "nan_reasons": "; ".join(f"{r}: {n}" for r, n in reasons.items()),
+            "nan_reasons": nan_reasons_text(g.nan_reason),
             "mean": float(finite.mean()) if len(finite) else np.nan,
             "sd": float(finite.std(ddof=1)) if len(finite) > 1 else np.nan,
             "ci_low": lo, "ci_high": hi,
