@@ -131,3 +131,34 @@ def test_unknown_and_empty_method_lists():
         build_methods({"gradinet": {}})
     with pytest.raises(ValueError, match="method is empty"):
         build_methods({})
+
+
+def test_channels_last_converts_one_channel_weights_and_restores_every_parameter(digits_batch):
+    from benchmark.methods.engine import channels_last
+    from benchmark.models.cnn import MnistCNN
+
+    torch.manual_seed(0)
+    model = MnistCNN().eval()
+    x, _ = digits_batch
+    params = list(model.parameters())
+    before = [(p.data.data_ptr(), p.data.stride(), p.detach().clone()) for p in params]
+    with channels_last(model):
+        # conv1's (32, 1, 5, 5) weight counts as contiguous in both layouts: it is converted by its strides
+        assert model.conv1.conv.weight.stride() == (25, 1, 5, 1)
+        assert model.conv2.conv.weight.is_contiguous(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last))
+        assert out.is_contiguous()
+    for p, (ptr, stride, value) in zip(params, before):
+        assert (p.data.data_ptr(), p.data.stride()) == (ptr, stride)
+        assert torch.equal(p, value)
+    # Same maps in both layouts. Inputs without flat regions: on a flat background the conv outputs tie
+    # exactly, and rounding that differs between layouts can send a max-pool's gradient to another of the
+    # tied inputs (both are valid subgradients).
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    t = model(x).argmax(1)
+    spec = {"gradient": {}, "smoothgrad": {"n_samples": 4}, "integrated_gradients": {"n_steps": 5},
+            "guided_gradcam": {}}
+    maps = {layout: Engine(model, build_methods(spec), target_layer=model.conv2, layout=layout).explain(
+        x, t, torch.arange(len(x))) for layout in ("plain", "channels_last")}
+    for name in spec:
+        torch.testing.assert_close(maps["plain"][name], maps["channels_last"][name], atol=1e-6, rtol=1e-4)

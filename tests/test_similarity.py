@@ -41,6 +41,19 @@ def test_tie_fraction_counts_values_that_repeat():
     assert spearman(a, b).tie_fraction[0] == pytest.approx(0.5)
 
 
+def test_tie_fraction_equals_a_count_by_np_unique():
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=(20, 300)), 1)  # many repeated values
+    x[0] = 7.0  # all tied
+    x[1] = np.arange(300)  # none tied
+    expected = []
+    for row in x:
+        _, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        expected.append((counts[inverse] > 1).mean())
+    np.testing.assert_array_equal(tie_fraction(x), expected)
+    assert tie_fraction(x)[0] == 1.0 and tie_fraction(x)[1] == 0.0
+
+
 @pytest.mark.parametrize("window", list(SsimWindow))
 def test_ssim_matches_skimage_2d(maps, window):
     a, b = maps

@@ -129,8 +129,9 @@ def _has_conv(model: nn.Module) -> bool:
 def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     """4-D parameters in channels-last layout for the block; each restored to its own layout after.
 
-    Convolutions with channels-last weights and inputs run about 20% faster on a CPU (measured on
-    the MNIST CNN, 2 cores: 0.40 versus 0.51 ms per forward+backward item at batch 256).
+    Convolutions with channels-last weights and inputs run faster on a CPU (measured on the MNIST
+    CNN, 2 cores, batch 256: 0.41 ms per forward+backward item against 0.46 ms plain, and 0.54 ms
+    when conv1's one-channel weight was left plain).
     Values are untouched; only strides change.
     """
     if not enabled:
@@ -138,9 +139,14 @@ def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]
         return
     changed = []
     for p in model.parameters():
-        if p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last):
+        if p.dim() != 4:
+            continue
+        # Strides, not is_contiguous: a weight with one input channel (conv1 of the MNIST CNN) counts as
+        # contiguous in both layouts, yet oneDNN picks its output layout from the actual strides.
+        converted = p.data.to(memory_format=torch.channels_last)
+        if converted.stride() != p.data.stride():
             changed.append((p, p.data))
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
+            p.data = converted
     try:
         yield model
     finally:
@@ -343,7 +349,7 @@ class Engine:
     def _pass(self, target, pieces, guided, acc, acc_sq, layer) -> None:
         batch = torch.cat([p[3] for p in pieces]).detach()
         if self.channels_last and batch.dim() == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+            batch = batch.to(memory_format=torch.channels_last)
         batch.requires_grad_(True)
         tgt = torch.cat([target[p[0].row].expand(p[2] - p[1]) for p in pieces])
         capture = any(p[0].capture for p in pieces)
