@@ -191,6 +191,9 @@ class ExperimentConfig:
     device: Device = Device.auto
     # Bytes of activations one forward/backward chunk may hold, in MiB.
     memory_budget_mb: int = 1024
+    # Explain the stages of a model-randomization run together, computing the layers a stage leaves
+    # unchanged once for all stages (models with steps(): cnn, mlp). Same maps, bit for bit; fewer passes.
+    share_unchanged_layers: bool = True
     # Held-out accuracy of every stage's model (forward passes over the whole held-out split).
     stage_accuracy: bool = True
     # Maps of the first images kept in maps.npz for figures and re-checks.
@@ -222,7 +225,7 @@ class ReportConfig:
 # Keys that do not change a run's results: left out of the run id.
 NON_RESULT_KEYS = frozenset(
     {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb", "stage_accuracy",
-     "n_figure_images", "skip_unsupported_methods", "verdict"}
+     "share_unchanged_layers", "n_figure_images", "skip_unsupported_methods", "verdict"}
 )
 
 PROFILES: dict[Profile, dict[str, Any]] = {

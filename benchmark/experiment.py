@@ -30,10 +30,11 @@ from benchmark.calibration import calibration_scores, noise_maps
 from benchmark.config import ExperimentConfig, Target, resolve_profile
 from benchmark.data import Dataset, check_data_name, check_holdout_fraction, load_dataset
 from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
+from benchmark.methods.engine import StagePlan
 from benchmark.models import Architecture, get_architecture
 from benchmark.postprocess import PROCESSORS
-from benchmark.randomization import Stage
-from benchmark.runtime import configure_determinism, select_device, set_threads, versions
+from benchmark.randomization import Stage, stage_cut, stage_state
+from benchmark.runtime import configure_determinism, keep_freed_memory, select_device, set_threads, versions
 from benchmark.similarity import METRICS, check_metrics, hog_pixels_per_cell
 from benchmark.report.stats import check_verdict
 from benchmark.training import check_weights_file, evaluate
@@ -234,7 +235,8 @@ def preprocessing(cfg: ExperimentConfig, arch: Architecture):
 def setup(cfg: ExperimentConfig) -> Setup:
     threads = set_threads(cfg.num_threads)
     device = select_device(cfg.device)
-    determinism = {**configure_determinism(device), "training_threads": cfg.training.num_threads}
+    determinism = {**configure_determinism(device), "training_threads": cfg.training.num_threads,
+                   **keep_freed_memory()}
     t0 = time.time()
     arch = get_architecture(cfg.model.name)
     pre = preprocessing(cfg, arch)
@@ -297,8 +299,16 @@ def score_stages(
     stage_models: Iterable[tuple[Stage, AbstractContextManager[nn.Module]]],
     s: Setup,
     n_stages: Optional[int] = None,
+    shared_model: Optional[nn.Module] = None,
 ) -> Scored:
-    """Maps of every stage's model, scored against stage 0's with every metric."""
+    """Maps of every stage's model, scored against stage 0's with every metric.
+
+    ``shared_model``: every context re-initializes units of this one model in place
+    (``randomization.randomized``). Then, with ``cfg.share_unchanged_layers`` and a model with
+    ``steps()``, the stages are explained together (``Engine.explain_stages``): each stage's state is
+    copied out of its context, and the layers below a stage's lowest re-initialized unit run once for
+    every stage. The maps are the same, bit for bit.
+    """
     data, device = s.data, s.device
     x, labels, ids = s.images
     metrics = [METRICS[n] for n in cfg.similarity.metrics]
@@ -311,26 +321,33 @@ def score_stages(
     ref_logits: Optional[torch.Tensor] = None
     passes = 0
     start = time.time()
-    for stage, context in tqdm(stage_models, desc="stages", total=n_stages, disable=not cfg.progress):
-        t_stage = time.time()
-        with context as model:
-            with torch.no_grad():
-                logits = model(x.to(device)).float().cpu()
-            if ref_logits is None:
-                ref_logits = logits
-            known = data.eval_labels >= 0
-            accuracy = (evaluate(model, data.eval_images[known], data.eval_labels[known])
-                        if cfg.stage_accuracy and bool(known.any()) else None)
-            if Target(cfg.target) == Target.predicted:
-                target = logits.argmax(1)
-            elif Target(cfg.target) == Target.original_prediction:
-                target = ref_logits.argmax(1)
-            else:
-                target = labels
-            layer = model.get_submodule(arch.gradcam_layer) if arch.gradcam_layer else None
-            engine = Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb)
-            passes = engine.passes_per_image
-            maps = engine.explain(x, target, ids, stage_key=f"stage{stage.index}")
+
+    def look(stage: Stage, model: nn.Module) -> dict[str, Any]:
+        """The stage model's own output, accuracy and the targets to explain."""
+        nonlocal ref_logits
+        with torch.no_grad():
+            logits = model(x.to(device)).float().cpu()
+        if ref_logits is None:
+            ref_logits = logits
+        known = data.eval_labels >= 0
+        accuracy = (evaluate(model, data.eval_images[known], data.eval_labels[known])
+                    if cfg.stage_accuracy and bool(known.any()) else None)
+        if Target(cfg.target) == Target.predicted:
+            target = logits.argmax(1)
+        elif Target(cfg.target) == Target.original_prediction:
+            target = ref_logits.argmax(1)
+        else:
+            target = labels
+        return {"stage": stage, "logits": logits, "accuracy": accuracy, "target": target}
+
+    def engine_for(model: nn.Module) -> Engine:
+        layer = model.get_submodule(arch.gradcam_layer) if arch.gradcam_layer else None
+        return Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb)
+
+    def finish(seen: dict[str, Any], maps: dict[str, torch.Tensor], seconds: float) -> None:
+        nonlocal reference, calibration
+        t_finish = time.time()
+        stage, target, logits = seen["stage"], seen["target"], seen["logits"]
         # Overflowing randomized weights give NaN / Inf maps: scored NaN (non_finite_map), counted here.
         non_finite = {n: int((~torch.isfinite(m.flatten(1))).any(1).sum()) for n, m in maps.items()}
         non_finite = {n: k for n, k in non_finite.items() if k}
@@ -354,14 +371,71 @@ def score_stages(
         del maps, processed
         change = logit_change(ref_logits, logits)
         stage_meta.append({"stage": stage.index, "layer": stage.layer, "units_randomized": list(stage.units),
-                           "accuracy": accuracy, **change, "non_finite_maps": non_finite,
-                           "seconds": time.time() - t_stage})
+                           "accuracy": seen["accuracy"], **change, "non_finite_maps": non_finite,
+                           "seconds": seconds + time.time() - t_finish})
         if non_finite or not change["output_finite"]:
             log.warning("stage %d (%s): model output finite: %s; images with non-finite maps: %s", stage.index,
                         stage.layer, change["output_finite"], non_finite or "none")
         rho = change["logit_spearman_mean"]
         log.info("stage %d (%s): accuracy %s, logit Spearman %s", stage.index, stage.layer,
-                 "n/a" if accuracy is None else f"{accuracy:.3f}", "n/a" if rho is None else f"{rho:.3f}")
+                 "n/a" if seen["accuracy"] is None else f"{seen['accuracy']:.3f}", "n/a" if rho is None else f"{rho:.3f}")
+
+    joint = shared_model is not None and cfg.share_unchanged_layers and hasattr(shared_model, "steps")
+    if joint:
+        # Held together: every stage's maps (float32), gradient sums (float64, with squares) and state.
+        n = n_stages if n_stages is not None else len(arch.units) + 1
+        # (A unit draws the same weights at every stage it is part of: its state is held once.)
+        held = n * len(x) * x[0].numel() * (4 * len(methods) + 16 * len(methods))
+        held += sum(p.numel() * p.element_size() for p in shared_model.parameters())
+        joint = held <= cfg.memory_budget_mb * 2**20
+        if not joint:
+            log.info("stages explained one at a time: held together they would need %.0f MB, above "
+                     "memory_budget_mb=%d", held / 2**20, cfg.memory_budget_mb)
+    if not joint:
+        for stage, context in tqdm(stage_models, desc="stages", total=n_stages, disable=not cfg.progress):
+            t_stage = time.time()
+            with context as model:
+                seen = look(stage, model)
+                engine = engine_for(model)
+                passes = engine.passes_per_image
+                maps = engine.explain(x, seen["target"], ids, stage_key=f"stage{stage.index}")
+            finish(seen, maps, time.time() - t_stage)
+    else:
+        # Every stage's output, targets and re-initialized state, one context at a time; then all maps at once.
+        plans, seen_all, own = [], [], []
+        distinct: dict[int, list[torch.Tensor]] = {}  # live tensor -> the values stages gave it
+
+        def held_once(state: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            out = []
+            for live, value in state:
+                known = distinct.setdefault(id(live), [])
+                same = next((v for v in known if torch.equal(v, value)), None)
+                if same is None:
+                    known.append(value)
+                out.append((live, value if same is None else same))
+            return out
+
+        for stage, context in stage_models:
+            t_stage = time.time()
+            with context as model:
+                seen = look(stage, model)
+                cut = stage_cut(model, arch, stage)
+                state = held_once(stage_state(model, arch, stage))
+            if cut is None:
+                raise ValueError(f"model {arch.name!r}: its steps() are not its units {list(arch.units)}")
+            plans.append(StagePlan(f"stage{stage.index}", seen["target"], state, cut))
+            seen_all.append(seen)
+            own.append(time.time() - t_stage)
+        engine = engine_for(shared_model)
+        passes = engine.passes_per_image
+        t_maps = time.time()
+        all_maps = engine.explain_stages(x, ids, plans)
+        # the engine's clock per stage (the shared layers count for stage 0); the rest of the call evenly
+        rest = (time.time() - t_maps - sum(engine.stage_seconds)) / len(plans)
+        del plans
+        for k, seen in enumerate(tqdm(seen_all, desc="stages", disable=not cfg.progress)):
+            finish(seen, all_maps[k], own[k] + engine.stage_seconds[k] + rest)
+            all_maps[k] = {}
     arrays = saved.arrays()  # (stages, K, H, W) float16
     arrays["images"] = x[:k_saved].numpy().astype(np.float32)
     arrays["image_ids"] = ids[:k_saved].numpy()

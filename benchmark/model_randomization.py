@@ -45,7 +45,7 @@ def _execute(p: Plan, started: float) -> None:
     trained = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, cfg.model.weights)
     model = trained.model
     contexts = ((stage, randomized(model, arch, stage, cfg.randomization, cfg.seed)) for stage in p.stages)
-    scored = score_stages(cfg, arch, p.methods, contexts, s, n_stages=len(p.stages))
+    scored = score_stages(cfg, arch, p.methods, contexts, s, n_stages=len(p.stages), shared_model=model)
     df = finish_table(scored.scores, p, s.data)
     meta = base_meta(p, s, scored)
     meta["model"] = {"name": arch.name, "train_accuracy": trained.train_accuracy,

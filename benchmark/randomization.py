@@ -13,7 +13,7 @@ import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -121,3 +121,27 @@ def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: Randomiz
         with torch.no_grad():
             for k, t in live.items():
                 t.copy_(saved[k])
+
+
+def stage_state(model: nn.Module, arch: Architecture, stage: Stage) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(live tensor, copy of its current value) for every tensor ``stage`` re-initializes.
+
+    Called inside ``randomized(...)``: the stage's model is the live model with this state swapped in
+    (``benchmark.methods.engine.swapped``), which is how several stages are explained at once.
+    """
+    modules = [m for u in stage.units for m in unit_modules(model, arch, u)]
+    return [(t, t.detach().clone()) for t in _state_tensors(modules).values()]
+
+
+def stage_cut(model: nn.Module, arch: Architecture, stage: Stage) -> Optional[int]:
+    """Index of the first step of ``model.steps()`` that ``stage`` changes (the step count at stage 0).
+
+    None when the model has no steps, or its steps are not exactly its units: then stages run whole.
+    """
+    steps = getattr(model, "steps", None)
+    if steps is None:
+        return None
+    names = [name for name, _ in steps()]
+    if sorted(names) != sorted(arch.units):
+        return None
+    return min((names.index(u) for u in stage.units), default=len(names))

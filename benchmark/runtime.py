@@ -60,6 +60,33 @@ def threads_per_job(concurrent_jobs: int, cores: Optional[int] = None) -> int:
     return max(1, cores // max(1, concurrent_jobs))
 
 
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory(trim_mb: int = 512, mmap_mb: int = 32) -> dict[str, Any]:
+    """glibc: keep memory freed by one chunk's passes for the next instead of handing it back to the OS.
+
+    With glibc's defaults, a chunk that frees more than about twice its largest buffer at the top of
+    the heap gets the heap trimmed, and the next chunk faults the same pages in again: measured on the
+    MNIST CNN with stages explained together (64 images, 5 stages), 0.3 to 1.6 million page faults and
+    about 12% of the time, against a few hundred with this setting. Only where allocations go, never a
+    value. Elsewhere than Linux with glibc, a no-op. Returns what was set, for meta.json.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return {"malloc": "default"}
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = (libc.mallopt(_M_MMAP_THRESHOLD, mmap_mb * 2**20) == 1
+              and libc.mallopt(_M_TRIM_THRESHOLD, trim_mb * 2**20) == 1)
+    except (OSError, AttributeError):
+        ok = False
+    return {"malloc": {"mmap_threshold_mb": mmap_mb, "trim_threshold_mb": trim_mb} if ok else "default"}
+
+
 def configure_determinism(device: torch.device) -> dict[str, Any]:
     """Ask torch for deterministic kernels and return every setting the scores depend on.
 

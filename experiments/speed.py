@@ -5,12 +5,15 @@
     python experiments/speed.py --memory                          # + peak RSS against images and stages
     python experiments/speed.py --memory-only                     # only the peak RSS table
 
-(a) this suite: ``score_stages`` (engine, post-processing, Spearman ABS / no-ABS), as a run does it;
+(a) this suite: ``score_stages`` (engine, post-processing, Spearman ABS / no-ABS), as a run does it:
+    the stages explained together, the layers a stage leaves unchanged computed once for all stages;
+    and again with every stage's model run whole (``share_unchanged_layers=false``), the bound's kind of pass;
 (b) a Captum loop: one Captum explainer per method, batched over the images, the same post-processing,
     scored with ``scipy.stats.spearmanr``; same model, same randomized weights, same noise draws;
 (c) Quantus' MPRT (top-down) driven by the same Captum explainers, one method at a time;
 (d) the bound: the forward+backward passes the method set strictly needs, times the fastest measured
-    time of one such pass over batch sizes and memory layouts (plain, channels-last).
+    time of one such pass over batch sizes and memory layouts (plain, channels-last). Passes through the
+    whole model: sharing the unchanged layers does less work than that, so (a) can come in under it.
 
 Prints a table and one JSON line. Spearman values of (a) and (b) are compared where the settings
 are identical (all methods here: Captum runs on a twin of the CNN with nn.ReLU modules, since its
@@ -21,6 +24,7 @@ Needs the ``bench`` extra (captum, quantus).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -45,7 +49,7 @@ from benchmark.data import load_dataset  # noqa: E402
 from benchmark.methods.engine import Engine, channels_last, noise_scale, path_alphas, standard_noise  # noqa: E402
 from benchmark.postprocess import abs_map, signed_map  # noqa: E402
 from benchmark.randomization import randomized, stages  # noqa: E402
-from benchmark.runtime import select_device, set_threads  # noqa: E402
+from benchmark.runtime import keep_freed_memory, select_device, set_threads  # noqa: E402
 from benchmark.training import train_model  # noqa: E402
 
 log = logging.getLogger("benchmark.speed")
@@ -321,7 +325,7 @@ def memory_probe(args: argparse.Namespace) -> None:
     chosen = [stage_list[0]] + [stage_list[1 + (i % (len(stage_list) - 1))] for i in range(args.probe_stages - 1)]
     before = peak_rss_mb()
     contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in chosen)
-    scored = score_stages(cfg, arch, list(validate(cfg)[1]), contexts, s, n_stages=len(chosen))
+    scored = score_stages(cfg, arch, list(validate(cfg)[1]), contexts, s, n_stages=len(chosen), shared_model=model)
     print(json.dumps({"images": args.n_images, "stages": len(chosen), "peak_rss_mb": round(peak_rss_mb(), 1),
                       "rss_before_mb": round(before, 1), "seconds": round(scored.seconds, 2)}))
 
@@ -371,8 +375,8 @@ def memory_table(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # -- shared set-up ------------------------------------------------------------------------------
-def prepare(args: argparse.Namespace, epochs: Optional[int] = None):
-    cfg = ExperimentConfig(model=ModelConfig(name="cnn"), data=DataConfig(name=args.data, root=args.root),
+def prepare(args: argparse.Namespace, epochs: Optional[int] = None, model: str = "cnn"):
+    cfg = ExperimentConfig(model=ModelConfig(name=model), data=DataConfig(name=args.data, root=args.root),
                            method={m: {} for m in args.methods}, n_images=args.n_images,
                            similarity=SimilarityConfig(metrics=list(METRICS)), progress=False,
                            num_threads=args.threads, results_root=args.results_root, n_saved_images=8,
@@ -383,6 +387,7 @@ def prepare(args: argparse.Namespace, epochs: Optional[int] = None):
         cfg.training.epochs = epochs
     arch, _ = validate(cfg)
     threads = set_threads(cfg.num_threads)
+    keep_freed_memory()  # as a run does (benchmark.experiment.setup), for every way alike
     device = select_device("cpu")
     t0 = time.time()
     data = load_dataset(cfg.data)
@@ -403,7 +408,7 @@ def main() -> None:
     ap.add_argument("--results-root", default="results")
     ap.add_argument("--memory-budget-mb", type=int, default=1024)
     ap.add_argument("--captum-chunk", type=int, default=256, help="items per Captum call (images x samples)")
-    ap.add_argument("--skip", default="", help="comma-separated ways to skip: captum, quantus, bound, precision "
+    ap.add_argument("--skip", default="", help="comma-separated ways to skip: stagewise, captum, quantus, bound, precision "
                     "(SmoothGrad and VarGrad from Captum's gradients summed in float64)")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS against images and stages")
     ap.add_argument("--memory-only", action="store_true", help="only the peak RSS table")
@@ -434,16 +439,27 @@ def main() -> None:
                               "passes_needed": passes, "passes_per_image_per_stage": engine.passes_per_image}
     times: dict[str, float] = {}
 
-    # Warm-up, untimed: the first passes of a process pay for memory and oneDNN set-up, whichever way runs first.
-    with torch.no_grad():
-        warm_target = model(x[:8]).argmax(1)
-    engine.explain(x[:8], warm_target, ids[:8])
+    # Warm-up, untimed: the first passes of a process pay for memory and oneDNN set-up, whichever way runs
+    # first. The suite's own path on 8 images: its chunks are as large as with 64, so its memory is set up too.
+    warm = dataclasses.replace(s, images=tuple(t[:8] for t in s.images))
+    score_stages(cfg, arch, methods, ((st, randomized(model, arch, st, cfg.randomization, cfg.seed))
+                                      for st in stage_list), warm, n_stages=n_stages, shared_model=model)
 
     start = time.perf_counter()
     contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
-    scored = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages)
+    scored = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
     times["a_suite"] = time.perf_counter() - start
     print(f"(a) suite: {times['a_suite']:.2f} s", flush=True)
+    if "stagewise" not in skip:
+        # The same with every stage's model run whole (share_unchanged_layers=false): the bound's kind of pass
+        cfg.share_unchanged_layers = False
+        start = time.perf_counter()
+        contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
+        stagewise = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
+        times["a_suite_stagewise"] = time.perf_counter() - start
+        cfg.share_unchanged_layers = True
+        print(f"(a) suite, stages one at a time: {times['a_suite_stagewise']:.2f} s", flush=True)
+        result["stagewise_scores_identical"] = bool(stagewise.scores.equals(scored.scores))
 
     if "captum" not in skip:
         start = time.perf_counter()
@@ -497,6 +513,10 @@ def main() -> None:
     if "d_bound" in times:
         ratios["suite_over_bound"] = times["a_suite"] / times["d_bound"]
         ratios["suite_over_bound_median_pass"] = times["a_suite"] / times["d_bound_median"]
+        if "a_suite_stagewise" in times:
+            ratios["suite_stagewise_over_bound"] = times["a_suite_stagewise"] / times["d_bound"]
+    if "a_suite_stagewise" in times and "b_captum_loop" in times:
+        ratios["captum_loop_over_suite_stagewise"] = times["b_captum_loop"] / times["a_suite_stagewise"]
     result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if args.memory:
@@ -505,7 +525,7 @@ def main() -> None:
     print()
     print(f"| way | seconds | vs suite |")
     print("|---|--:|--:|")
-    labels = {"a_suite": "(a) this suite",
+    labels = {"a_suite": "(a) this suite", "a_suite_stagewise": "(a) this suite, stages one at a time",
               "b_captum_loop_default": "(b) Captum loop + scipy spearmanr, Captum's default batching",
               "b_captum_loop": f"(b) Captum loop + scipy spearmanr, calls of {args.captum_chunk} items",
               "c_quantus_mprt": "(c) Quantus MPRT + Captum", "d_bound": "(d) bound: passes x best pass time",

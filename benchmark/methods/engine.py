@@ -11,6 +11,7 @@ number of samples or steps.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -324,8 +325,8 @@ class Engine:
             self._chunks[key] = int(max(1, min(self.max_chunk, self.memory_budget // max(1, per_item))))
         return self._chunks[key]
 
-    def _run(self, x: torch.Tensor, target: torch.Tensor, segs: list[_Segment], guided: bool,
-             acc: dict[Any, torch.Tensor], acc_sq: dict[Any, torch.Tensor], layer: dict[str, list]) -> None:
+    def _run(self, x: torch.Tensor, plans: Sequence["StagePlan"], segs: list[_Segment], guided: bool,
+             steps: Sequence[Callable], out: list["_StageSums"]) -> None:
         if not segs:
             return
         chunk = self._chunk_size(x)
@@ -341,44 +342,48 @@ class Engine:
                 filled += take
                 start += take
                 if filled == chunk:
-                    self._pass(target, pieces, guided, acc, acc_sq, layer)
+                    self._pass(plans, pieces, guided, steps, out)
                     pieces, filled = [], 0
         if pieces:
-            self._pass(target, pieces, guided, acc, acc_sq, layer)
+            self._pass(plans, pieces, guided, steps, out)
 
-    def _pass(self, target, pieces, guided, acc, acc_sq, layer) -> None:
+    def _pass(self, plans, pieces, guided, steps, out) -> None:
+        """One chunk through every stage's model: the steps below a stage's cut are run once, for all."""
         batch = torch.cat([p[3] for p in pieces]).detach()
         if self.channels_last and batch.dim() == 4:
             batch = batch.to(memory_format=torch.channels_last)
         batch.requires_grad_(True)
-        tgt = torch.cat([target[p[0].row].expand(p[2] - p[1]) for p in pieces])
         capture = any(p[0].capture for p in pieces)
         mode = guided_relus() if guided else nullcontext()
         with capture_output(self.target_layer if capture else None) as store, mode:
-            logits = self.model(batch)
-            selected = logits.gather(1, tgt[:, None]).sum()
-            wrt = [batch] + ([store["out"]] if capture else [])
-            grads = torch.autograd.grad(selected, wrt)
-        grad = grads[0].detach()
-        offset = 0
-        for seg, start, stop, _inp, mult in pieces:
-            n = stop - start
-            g = grad[offset : offset + n]
-            if mult is not None:
-                g = g * mult
-            for key, limit, square in seg.targets:
-                hi = min(stop, limit) - start
-                if hi <= 0:
-                    continue
-                part = g[:hi].double()
-                acc[key] = acc[key] + part.sum(0) if key in acc else part.sum(0)
-                if square:
-                    sq = (part * part).sum(0)
-                    acc_sq[key] = acc_sq[key] + sq if key in acc_sq else sq
-            if seg.capture:
-                layer["act"].append((seg.row, store["out"][offset : offset + n].detach()))
-                layer["grad"].append((seg.row, grads[1][offset : offset + n].detach()))
-            offset += n
+            start = time.perf_counter()
+            shared = [batch]  # shared[i]: the input of step i, the same in every stage whose cut is >= i
+            for step in steps[: max(plan.cut for plan in plans)]:
+                shared.append(step(shared[-1]))
+            shared_capture = store.get("out")
+            # Deepest cut first (it is charged with the shared steps); after each stage, the shared
+            # activations no later stage reads are dropped, and with them their part of the retained graph.
+            order = sorted(range(len(plans)), key=lambda k: -plans[k].cut)
+            out[order[0]].seconds += time.perf_counter() - start
+            for i, k in enumerate(order):
+                plan = plans[k]
+                start = time.perf_counter()
+                tgt = torch.cat([plan.target[p[0].row].expand(p[2] - p[1]) for p in pieces])
+                with swapped(plan.state):
+                    store.clear()
+                    h = shared[plan.cut]
+                    for step in steps[plan.cut :]:
+                        h = step(h)
+                    selected = h.gather(1, tgt[:, None]).sum()
+                    layer_out = store.get("out", shared_capture)
+                    wrt = [batch] + ([layer_out] if capture else [])
+                    last = i == len(order) - 1
+                    grads = torch.autograd.grad(selected, wrt, retain_graph=not last)
+                out[k].add(pieces, grads, layer_out)
+                del h, selected, wrt, layer_out, grads
+                if not last:
+                    del shared[plans[order[i + 1]].cut + 1 :]
+                out[k].seconds += time.perf_counter() - start
 
     # -- public ---------------------------------------------------------------------------
     def explain(self, x: torch.Tensor, target: torch.Tensor, image_ids: torch.Tensor,
@@ -389,33 +394,145 @@ class Engine:
         whatever batch it is in; ``stage_key`` only seeds the noise control.
         Returns method name -> (B, C or 1, H, W) float32 on the CPU.
         """
+        return self.explain_stages(x, image_ids, [StagePlan(stage_key, target)])[0]
+
+    def explain_stages(self, x: torch.Tensor, image_ids: torch.Tensor,
+                       plans: Sequence["StagePlan"]) -> list[dict[str, torch.Tensor]]:
+        """Maps of every method for several stages' models at once, one dict per plan (see ``explain``).
+
+        Each plan's model is the live model with ``plan.state`` swapped in, and that state may only
+        touch steps at or after ``plan.cut`` of ``model.steps()``: the steps before the cut are
+        computed once per chunk and their activations (and their part of the backward graph) serve
+        every plan. A model without ``steps()`` runs whole, once per plan (cut 0). The maps equal
+        those of ``explain`` on each stage's model in turn, bit for bit: the same chunks, the same
+        operations on the same values.
+        """
         device = next(self.model.parameters()).device
         x = x.to(device)
-        target = target.to(device)
-        results = Results(inputs=x, image_ids=image_ids, seed=self.seed, stage_key=stage_key)
-        acc: dict[Any, torch.Tensor] = {}
-        acc_sq: dict[Any, torch.Tensor] = {}
-        layer: dict[str, list] = {"act": [], "grad": []}
+        plans = [StagePlan(p.key, p.target.to(device), p.state, p.cut) for p in plans]
+        if len(plans) > 1 and hasattr(self.model, "steps"):
+            steps = [fn for _, fn in self.model.steps()]
+        else:
+            steps = [self.model]
+            plans = [StagePlan(p.key, p.target, p.state, 0) for p in plans]
+        for p in plans:
+            if not 0 <= p.cut <= len(steps):
+                raise ValueError(f"stage {p.key!r}: cut {p.cut} is outside the model's {len(steps)} steps")
+        sums = [_StageSums(len(x)) for _ in plans]
         if any(m.uses_model for m in self.methods):
-            with prepared(self.model), channels_last(self.model, self.channels_last and x.dim() == 4):
+            layout = self.channels_last and x.dim() == 4
+            with prepared(self.model), channels_last(self.model, layout):
+                like: dict[int, torch.Tensor] = {}  # one copy in the live layout per distinct value
+                for p in plans:
+                    for t, v in p.state:
+                        if id(v) not in like:
+                            like[id(v)] = _like(t, v)
+                run_plans = [StagePlan(p.key, p.target, [(t, like[id(v)]) for t, v in p.state], p.cut) for p in plans]
                 for guided in (False, True):
-                    self._run(x, target, self._segments(x, image_ids, guided), guided, acc, acc_sq, layer)
+                    self._run(x, run_plans, self._segments(x, image_ids, guided), guided, steps, sums)
+        self.stage_seconds = [s.seconds for s in sums]
+        return [self._combine(x, image_ids, plan, acc) for plan, acc in zip(plans, sums)]
+
+    def _combine(self, x: torch.Tensor, image_ids: torch.Tensor, plan: "StagePlan",
+                 sums: "_StageSums") -> dict[str, torch.Tensor]:
+        acc, acc_sq = sums.acc, sums.acc_sq
+        results = Results(inputs=x, image_ids=image_ids, seed=self.seed, stage_key=plan.key)
         for p in self.primitives:
-            rows = range(len(x))
+            if p not in acc:  # no method of this set ran a pass (none uses the model)
+                continue
             if isinstance(p, NoisyGradients):
-                mean = torch.stack([acc[(p, r)] / p.n_samples for r in rows])
-                var = torch.stack([acc_sq[(p, r)] / p.n_samples for r in rows]) - mean * mean
+                mean = acc[p] / p.n_samples
+                var = acc_sq[p] / p.n_samples - mean * mean
                 results.values[p] = NoisyStats(mean.float(), var.float())
             else:
-                results.values[p] = torch.stack([acc[(p, r)] for r in rows]).float()
-        if layer["act"]:
-            results.layer_activation = torch.cat([t for _, t in sorted(layer["act"], key=lambda z: z[0])])
-            results.layer_gradient = torch.cat([t for _, t in sorted(layer["grad"], key=lambda z: z[0])])
+                results.values[p] = acc[p].float()
+        results.layer_activation = sums.layer_activation
+        results.layer_gradient = sums.layer_gradient
         out: dict[str, torch.Tensor] = {}
         for m in self.methods:
             if m.attribute is not None:
-                with prepared(self.model):
-                    out[m.name] = m.attribute(self.model, x, target).detach().float().cpu()
+                with prepared(self.model), swapped(plan.state):
+                    out[m.name] = m.attribute(self.model, x, plan.target).detach().float().cpu()
             else:
                 out[m.name] = m.combine(results).detach().float().cpu()
         return out
+
+
+@dataclass
+class StagePlan:
+    """One stage's model for ``Engine.explain_stages``.
+
+    ``state``: (live tensor, this stage's value) pairs swapped in for the stage; ``cut``: index of
+    the first step of ``model.steps()`` the state touches (the number of steps for an unchanged model).
+    """
+
+    key: str
+    target: torch.Tensor
+    state: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
+    cut: int = 0
+
+
+@dataclass
+class _StageSums:
+    """Running sums of one stage's gradients, (images, ...) float64 per primitive, and the GradCAM layer's tensors.
+
+    Allocated once per stage: small tensors created chunk after chunk would scatter through the
+    heap between the passes' large transient ones and make it grow.
+    """
+
+    n_images: int
+    acc: dict[Any, torch.Tensor] = field(default_factory=dict)
+    acc_sq: dict[Any, torch.Tensor] = field(default_factory=dict)
+    layer_activation: Optional[torch.Tensor] = None
+    layer_gradient: Optional[torch.Tensor] = None
+    seconds: float = 0.0
+
+    def _slot(self, table: dict[Any, torch.Tensor], p: Any, like: torch.Tensor) -> torch.Tensor:
+        if p not in table:
+            table[p] = torch.zeros((self.n_images,) + tuple(like.shape), dtype=like.dtype, device=like.device)
+        return table[p]
+
+    def add(self, pieces, grads, layer_out) -> None:
+        grad = grads[0].detach()
+        offset = 0
+        for seg, start, stop, _inp, mult in pieces:
+            n = stop - start
+            g = grad[offset : offset + n]
+            if mult is not None:
+                g = g * mult
+            for (p, row), limit, square in seg.targets:
+                hi = min(stop, limit) - start
+                if hi <= 0:
+                    continue
+                part = g[:hi].double()
+                total = part.sum(0)
+                self._slot(self.acc, p, total)[row] += total
+                if square:
+                    sq = (part * part).sum(0)
+                    self._slot(self.acc_sq, p, sq)[row] += sq
+            if seg.capture:  # one item: the image's gradient pass
+                if self.layer_activation is None:
+                    shape = (self.n_images,) + tuple(layer_out.shape[1:])
+                    self.layer_activation = torch.zeros(shape, dtype=layer_out.dtype, device=layer_out.device)
+                    self.layer_gradient = torch.zeros(shape, dtype=grads[1].dtype, device=grads[1].device)
+                self.layer_activation[seg.row] = layer_out[offset].detach()
+                self.layer_gradient[seg.row] = grads[1][offset].detach()
+            offset += n
+
+
+def _like(live: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A copy of ``value`` with the live tensor's device, dtype and strides (channels-last or not)."""
+    return torch.empty_like(live).copy_(value)
+
+
+@contextmanager
+def swapped(state: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """Each live tensor holds the given value for the block (a pointer swap); restored afterwards."""
+    original = [(t, t.data) for t, _ in state]
+    try:
+        for t, value in state:
+            t.data = value
+        yield
+    finally:
+        for t, data in original:
+            t.data = data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +32,23 @@ class MnistCNN(nn.Module):
         self.fc1 = nn.Linear(64 * (size // 4) ** 2, 1024)
         self.logits = nn.Linear(1024, num_classes)
 
+    def steps(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The forward pass as a chain of steps, one per randomization unit (``forward`` runs them in turn).
+
+        A cascade stage that re-initializes only the top units leaves the activations of the steps below
+        them unchanged; the engine computes those once for every stage (``Engine.explain_stages``).
+        """
+        return [
+            ("conv1", lambda x: F.max_pool2d(self.conv1(x), 2)),
+            ("conv2", lambda x: F.max_pool2d(self.conv2(x), 2)),
+            ("fc1", lambda x: F.relu(self.fc1(x.flatten(1)))),
+            ("logits", lambda x: self.logits(x)),
+        ]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(self.conv1(x), 2)
-        x = F.max_pool2d(self.conv2(x), 2)
-        x = F.relu(self.fc1(x.flatten(1)))
-        return self.logits(x)
+        for _, step in self.steps():
+            x = step(x)
+        return x
 
 
 def init_default(module: nn.Module, generator: torch.Generator) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,8 +17,16 @@ class MnistMLP(nn.Module):
         self.hidden3 = nn.Linear(1500, 500)
         self.logits = nn.Linear(500, num_classes)
 
+    def steps(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The forward pass as a chain of steps, one per randomization unit (see ``MnistCNN.steps``)."""
+        return [
+            ("hidden1", lambda x: F.relu(self.hidden1(x.flatten(1)))),
+            ("hidden2", lambda x: F.relu(self.hidden2(x))),
+            ("hidden3", lambda x: F.relu(self.hidden3(x))),
+            ("logits", lambda x: self.logits(x)),
+        ]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.hidden1(x.flatten(1)))
-        x = F.relu(self.hidden2(x))
-        x = F.relu(self.hidden3(x))
-        return self.logits(x)
+        for _, step in self.steps():
+            x = step(x)
+        return x

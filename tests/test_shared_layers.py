@@ -1,0 +1,89 @@
+"""Stages explained together (layers a stage leaves unchanged computed once) give the same maps, bit for bit."""
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.config import Order
+from benchmark.experiment import score_stages, validate
+from benchmark.methods.engine import swapped
+from benchmark.randomization import randomized, stage_cut, stages
+
+METHODS = ["gradient", "smoothgrad", "vargrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam",
+           "gradient_x_input", "ig_smoothgrad", "edge", "noise"]
+
+
+def _setup(tmp_path, model_name):
+    import speed
+
+    methods = [m for m in METHODS if model_name == "cnn" or "gradcam" not in m]
+    args = argparse.Namespace(data="digits", root=None, n_images=3, threads=None, results_root=str(tmp_path),
+                              memory_budget_mb=64, methods=methods)
+    cfg, arch, model, s = speed.prepare(args, epochs=1, model=model_name)
+    cfg.method.update({"smoothgrad": {"n_samples": 5}, "vargrad": {"n_samples": 3},
+                       "integrated_gradients": {"n_steps": 4}, "ig_smoothgrad": {"n_samples": 2, "n_steps": 3}})
+    return cfg, arch, model, s
+
+
+def _score(cfg, arch, model, s, share, order):
+    cfg.share_unchanged_layers = share
+    cfg.randomization.order = order
+    _, methods = validate(cfg)
+    stage_list = stages(arch, order, None)
+    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
+    return score_stages(cfg, arch, methods, contexts, s, n_stages=len(stage_list), shared_model=model)
+
+
+@pytest.mark.parametrize("model_name,order", [("cnn", Order.cascading), ("cnn", Order.independent),
+                                              ("mlp", Order.cascading), ("cnn", Order.bottom_up)])
+def test_shared_layers_give_the_same_scores_and_maps_bit_for_bit(tmp_path, model_name, order):
+    cfg, arch, model, s = _setup(tmp_path, model_name)
+    before = [(p.data_ptr(), p.stride(), p.detach().clone()) for p in model.parameters()]
+    whole = _score(cfg, arch, model, s, False, order)
+    shared = _score(cfg, arch, model, s, True, order)
+    assert len(shared.stages) == len(stages(arch, order, None))
+    pd_cols = ["stage", "method", "metric", "image", "value", "nan_reason", "tie_fraction", "target"]
+    assert shared.scores[pd_cols].equals(whole.scores[pd_cols])
+    for key, arr in whole.arrays.items():
+        assert np.array_equal(arr, shared.arrays[key]), key
+    assert [m["logit_spearman_mean"] for m in shared.stages] == [m["logit_spearman_mean"] for m in whole.stages]
+    # the model is left as it was: same tensors, layout and values
+    for p, (ptr, stride, value) in zip(model.parameters(), before):
+        assert (p.data_ptr(), p.stride()) == (ptr, stride)
+        assert torch.equal(p, value)
+
+
+def test_cuts_follow_the_lowest_randomized_unit(tmp_path):
+    from benchmark.models import get_architecture
+    from benchmark.models.cnn import MnistCNN
+
+    arch, model = get_architecture("cnn"), MnistCNN()
+    assert [stage_cut(model, arch, st) for st in stages(arch, Order.cascading)] == [4, 3, 2, 1, 0]
+    assert [stage_cut(model, arch, st) for st in stages(arch, Order.independent)] == [4, 3, 2, 1, 0]
+    assert [stage_cut(model, arch, st) for st in stages(arch, Order.bottom_up)] == [4, 0, 0, 0, 0]
+    x = torch.rand(2, 1, 28, 28)
+    composed = x
+    for _, step in model.steps():
+        composed = step(composed)
+    assert torch.equal(composed, model(x))
+
+
+def test_a_stage_state_is_swapped_back_after_an_error():
+    lin = torch.nn.Linear(3, 2)
+    ptr, value = lin.weight.data_ptr(), lin.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="inside"):
+        with swapped([(lin.weight, torch.zeros(2, 3))]):
+            assert torch.equal(lin.weight, torch.zeros(2, 3))
+            raise RuntimeError("inside the block")
+    assert lin.weight.data_ptr() == ptr and torch.equal(lin.weight, value)
+
+
+def test_over_the_memory_budget_stages_run_one_at_a_time(tmp_path, caplog):
+    cfg, arch, model, s = _setup(tmp_path, "cnn")
+    cfg.memory_budget_mb = 1  # the model's own weights alone are 13 MB
+    with caplog.at_level("INFO", logger="benchmark.experiment"):
+        scored = _score(cfg, arch, model, s, True, Order.cascading)
+    assert "stages explained one at a time" in caplog.text
+    assert len(scored.stages) == 5
