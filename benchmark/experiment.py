@@ -292,6 +292,10 @@ class Scored:
     saved: Optional[SavedMaps] = None
 
 
+# Stages explained together at most (the CNN's and MLP's cascades have 5).
+JOINT_STAGES = 6
+
+
 def score_stages(
     cfg: ExperimentConfig,
     arch: Architecture,
@@ -383,7 +387,7 @@ def score_stages(
     joint = shared_model is not None and cfg.share_unchanged_layers and hasattr(shared_model, "steps")
     if joint:
         # Held together: every stage's maps (float32), gradient sums (float64, with squares) and state.
-        n = n_stages if n_stages is not None else len(arch.units) + 1
+        n = min(JOINT_STAGES, n_stages if n_stages is not None else len(arch.units) + 1)
         # (A unit draws the same weights at every stage it is part of: its state is held once.)
         held = n * len(x) * x[0].numel() * (4 * len(methods) + 16 * len(methods))
         held += sum(p.numel() * p.element_size() for p in shared_model.parameters())
@@ -428,14 +432,20 @@ def score_stages(
             own.append(time.time() - t_stage)
         engine = engine_for(shared_model)
         passes = engine.passes_per_image
-        t_maps = time.time()
-        all_maps = engine.explain_stages(x, ids, plans)
-        # the engine's clock per stage (the shared layers count for stage 0); the rest of the call evenly
-        rest = (time.time() - t_maps - sum(engine.stage_seconds)) / len(plans)
+        bar = tqdm(total=len(plans), desc="stages", disable=not cfg.progress)
+        # At most JOINT_STAGES stages at a time, so memory does not grow with the number of stages.
+        for first in range(0, len(plans), JOINT_STAGES):
+            group = range(first, min(first + JOINT_STAGES, len(plans)))
+            t_maps = time.time()
+            maps = engine.explain_stages(x, ids, [plans[k] for k in group])
+            # the engine's clock per stage (the shared layers count for the first); the rest of the call evenly
+            rest = (time.time() - t_maps - sum(engine.stage_seconds)) / len(group)
+            for j, k in enumerate(group):
+                finish(seen_all[k], maps[j], own[k] + engine.stage_seconds[j] + rest)
+                maps[j] = {}
+                bar.update()
+        bar.close()
         del plans
-        for k, seen in enumerate(tqdm(seen_all, desc="stages", disable=not cfg.progress)):
-            finish(seen, all_maps[k], own[k] + engine.stage_seconds[k] + rest)
-            all_maps[k] = {}
     arrays = saved.arrays()  # (stages, K, H, W) float16
     arrays["images"] = x[:k_saved].numpy().astype(np.float32)
     arrays["image_ids"] = ids[:k_saved].numpy()

@@ -387,7 +387,8 @@ def prepare(args: argparse.Namespace, epochs: Optional[int] = None, model: str =
         cfg.training.epochs = epochs
     arch, _ = validate(cfg)
     threads = set_threads(cfg.num_threads)
-    keep_freed_memory()  # as a run does (benchmark.experiment.setup), for every way alike
+    if getattr(args, "malloc", "keep") == "keep":
+        keep_freed_memory()  # as a run does (benchmark.experiment.setup), for every way alike
     device = select_device("cpu")
     t0 = time.time()
     data = load_dataset(cfg.data)
@@ -410,6 +411,10 @@ def main() -> None:
     ap.add_argument("--captum-chunk", type=int, default=256, help="items per Captum call (images x samples)")
     ap.add_argument("--skip", default="", help="comma-separated ways to skip: stagewise, captum, quantus, bound, precision "
                     "(SmoothGrad and VarGrad from Captum's gradients summed in float64)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of (a), both ways alternately; the median counts")
+    ap.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                    help="keep: glibc keeps freed memory for reuse, as a run sets it (benchmark.runtime."
+                    "keep_freed_memory); default: glibc's own behaviour")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS against images and stages")
     ap.add_argument("--memory-only", action="store_true", help="only the peak RSS table")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
@@ -445,21 +450,28 @@ def main() -> None:
     score_stages(cfg, arch, methods, ((st, randomized(model, arch, st, cfg.randomization, cfg.seed))
                                       for st in stage_list), warm, n_stages=n_stages, shared_model=model)
 
-    start = time.perf_counter()
-    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
-    scored = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
-    times["a_suite"] = time.perf_counter() - start
-    print(f"(a) suite: {times['a_suite']:.2f} s", flush=True)
-    if "stagewise" not in skip:
-        # The same with every stage's model run whole (share_unchanged_layers=false): the bound's kind of pass
-        cfg.share_unchanged_layers = False
+    def suite(share: bool):
+        """(a) once; with share=False every stage's model runs whole (the bound's kind of pass)."""
+        cfg.share_unchanged_layers = share
         start = time.perf_counter()
         contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
-        stagewise = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
-        times["a_suite_stagewise"] = time.perf_counter() - start
+        out = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
         cfg.share_unchanged_layers = True
-        print(f"(a) suite, stages one at a time: {times['a_suite_stagewise']:.2f} s", flush=True)
-        result["stagewise_scores_identical"] = bool(stagewise.scores.equals(scored.scores))
+        return time.perf_counter() - start, out
+
+    # --repeats: the two suite ways alternately, each figure the median (the cores are noisy)
+    runs: dict[str, list[float]] = {"a_suite": [], "a_suite_stagewise": []}
+    for _ in range(args.repeats):
+        seconds, scored = suite(True)
+        runs["a_suite"].append(seconds)
+        print(f"(a) suite: {seconds:.2f} s", flush=True)
+        if "stagewise" not in skip:
+            seconds, stagewise = suite(False)
+            runs["a_suite_stagewise"].append(seconds)
+            print(f"(a) suite, stages one at a time: {seconds:.2f} s", flush=True)
+            result["stagewise_scores_identical"] = bool(stagewise.scores.equals(scored.scores))
+    result["suite_runs_s"] = {k: [round(v, 2) for v in vs] for k, vs in runs.items() if vs}
+    times.update({k: float(np.median(vs)) for k, vs in runs.items() if vs})
 
     if "captum" not in skip:
         start = time.perf_counter()

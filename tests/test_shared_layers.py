@@ -55,6 +55,16 @@ def test_shared_layers_give_the_same_scores_and_maps_bit_for_bit(tmp_path, model
         assert torch.equal(p, value)
 
 
+def test_stages_in_groups_give_the_same_scores(tmp_path, monkeypatch):
+    from benchmark import experiment
+
+    cfg, arch, model, s = _setup(tmp_path, "cnn")
+    whole = _score(cfg, arch, model, s, False, Order.cascading)
+    monkeypatch.setattr(experiment, "JOINT_STAGES", 2)  # groups of 2, 2 and 1 stages
+    grouped = _score(cfg, arch, model, s, True, Order.cascading)
+    assert grouped.scores.equals(whole.scores)
+
+
 def test_cuts_follow_the_lowest_randomized_unit(tmp_path):
     from benchmark.models import get_architecture
     from benchmark.models.cnn import MnistCNN

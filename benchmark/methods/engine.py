@@ -7,6 +7,10 @@ primitives are packed into chunks sized to a memory budget and run as one batch 
 items run in their own chunks with every ReLU guided. Each item's gradient is folded into
 running sums (and sums of squares for VarGrad) at once, so memory does not grow with the
 number of samples or steps.
+
+Several stages of a randomization test can be explained at once (``explain_stages``): every chunk
+goes through each stage's model in turn, and the steps of the model a stage leaves unchanged are
+computed once for all of them.
 """
 
 from __future__ import annotations
@@ -446,8 +450,11 @@ class Engine:
                 results.values[p] = NoisyStats(mean.float(), var.float())
             else:
                 results.values[p] = acc[p].float()
-        results.layer_activation = sums.layer_activation
-        results.layer_gradient = sums.layer_gradient
+        results.layer_activation, results.layer_gradient = sums.layer_activation, sums.layer_gradient
+        if self.channels_last and sums.layer_activation is not None and sums.layer_activation.dim() == 4:
+            # the layout the passes produced them in, so GradCAM sums in the same order as on the passes' tensors
+            results.layer_activation = sums.layer_activation.contiguous(memory_format=torch.channels_last)
+            results.layer_gradient = sums.layer_gradient.contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
         for m in self.methods:
             if m.attribute is not None:
