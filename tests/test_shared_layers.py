@@ -97,3 +97,48 @@ def test_over_the_memory_budget_stages_run_one_at_a_time(tmp_path, caplog):
         scored = _score(cfg, arch, model, s, True, Order.cascading)
     assert "stages explained one at a time" in caplog.text
     assert len(scored.stages) == 5
+
+
+def test_inception_stages_together_give_the_same_maps():
+    """Inception v3's 18 cascade stages (random weights, 96 pixels): explain_stages against one stage at a time."""
+    from benchmark.config import RandomizationConfig
+    from benchmark.methods import Engine, build_methods
+    from benchmark.methods.engine import StagePlan
+    from benchmark.models import get_architecture
+    from benchmark.models.imagenet import build_torchvision
+    from benchmark.randomization import stage_state
+
+    torch.manual_seed(0)
+    arch = get_architecture("inception_v3")
+    model = build_torchvision("inception_v3", 10).eval()
+    x = torch.rand(1, 3, 96, 96) * 2 - 1
+    methods = build_methods({"gradient": {}, "smoothgrad": {"n_samples": 2}, "guided_gradcam": {}})
+    engine = Engine(model, methods, target_layer=model.Mixed_7c, memory_budget_mb=4096)
+    rcfg = RandomizationConfig()
+    stage_list = stages(arch, Order.cascading)[::3]  # 6 of the 18: original, Mixed_7a, ..., top to bottom
+    one_at_a_time, plans = [], []
+    for st in stage_list:
+        with randomized(model, arch, st, rcfg, 0):
+            t = model(x).argmax(1)
+            one_at_a_time.append(engine.explain(x, t, torch.arange(1), stage_key=f"stage{st.index}"))
+            plans.append(StagePlan(f"stage{st.index}", t, stage_state(model, arch, st), stage_cut(model, arch, st)))
+    assert [p.cut for p in plans] == [17, 14, 11, 8, 5, 2]
+    together = engine.explain_stages(x, torch.arange(1), plans)
+    for k, maps in enumerate(together):
+        for name, m in maps.items():
+            assert torch.equal(m, one_at_a_time[k][name]), (stage_list[k].layer, name)
+
+
+@pytest.mark.parametrize("scaling", ["imagenet", "minus_one_one"])
+def test_inception_steps_are_its_eval_forward(scaling):
+    from benchmark.models import get_architecture
+    from benchmark.models.imagenet import build_torchvision
+
+    torch.manual_seed(0)
+    model = build_torchvision("inception_v3", 10, scaling).eval()
+    assert [name for name, _ in model.steps()] == list(get_architecture("inception_v3").units)
+    x = torch.rand(2, 3, 96, 96)
+    h = x
+    for _, step in model.steps():
+        h = step(h)
+    assert torch.equal(h, model(x))

@@ -322,18 +322,21 @@ class Engine:
                         segs.append(_Segment(row, p.n_steps, make, [((p, row), p.n_steps, False)]))
         return segs
 
-    def _chunk_size(self, x: torch.Tensor) -> int:
+    def _chunk_size(self, x: torch.Tensor, shared: bool = False) -> int:
+        """Items per chunk. ``shared``: stages together hold the shared steps' graph beside a stage's own,
+        up to twice a pass's activations, so the budget is halved (the 256-item cap on CPU usually binds
+        first: the MNIST models' chunks are the same either way)."""
         key = tuple(x.shape[1:])
         if key not in self._chunks:
-            per_item = estimate_item_bytes(self.model, x)
-            self._chunks[key] = int(max(1, min(self.max_chunk, self.memory_budget // max(1, per_item))))
-        return self._chunks[key]
+            self._chunks[key] = estimate_item_bytes(self.model, x)
+        budget = self.memory_budget // 2 if shared else self.memory_budget
+        return int(max(1, min(self.max_chunk, budget // max(1, self._chunks[key]))))
 
     def _run(self, x: torch.Tensor, plans: Sequence["StagePlan"], segs: list[_Segment], guided: bool,
              steps: Sequence[Callable], out: list["_StageSums"]) -> None:
         if not segs:
             return
-        chunk = self._chunk_size(x)
+        chunk = self._chunk_size(x, shared=len(steps) > 1 and len(plans) > 1)
         pieces: list[tuple[_Segment, int, int, torch.Tensor, Optional[torch.Tensor]]] = []
         filled = 0
         for seg in segs:

@@ -112,14 +112,38 @@ def _weights_enum(name: str):
     return torchvision.models.get_model_weights(name)
 
 
+class SteppedInception3(torchvision.models.Inception3):
+    """torchvision's Inception v3, unchanged, plus its eval-mode forward as one step per cascade unit.
+
+    The steps run exactly what ``Inception3.forward`` runs in eval mode (input transform, the 16
+    blocks with the two max-pools after Conv2d_2b_3x3 and Conv2d_4a_3x3, then average pool, dropout,
+    flatten and fc; the auxiliary head runs only in training), so stages of a cascade can share the
+    blocks below their lowest re-initialized one (``Engine.explain_stages``).
+    """
+
+    def steps(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        after = {"Conv2d_2b_3x3": self.maxpool1, "Conv2d_4a_3x3": self.maxpool2}
+        out: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = []
+        for name in INCEPTION_UNITS:
+            block, pool = getattr(self, name), after.get(name)
+            if name == "Conv2d_1a_3x3":
+                out.append((name, lambda x, b=block: b(self._transform_input(x))))
+            elif pool is not None:
+                out.append((name, lambda x, b=block, p=pool: p(b(x))))
+            else:
+                out.append((name, block))
+        out.append(("logits", lambda x: self.fc(torch.flatten(self.dropout(self.avgpool(x)), 1))))
+        return out
+
+
 def build_torchvision(name: str, num_classes: int, scaling: str = "imagenet") -> nn.Module:
     """The architecture with random weights (loaded afterwards by ``load_weights``)."""
     if name == "inception_v3":
         # transform_input: torchvision's Inception weights were trained on [-1, 1] inputs; with
         # ImageNet-normalized inputs the model maps them back to [-1, 1] itself. With the paper's
-        # [-1, 1] scaling the input is already there.
-        return torchvision.models.inception_v3(weights=None, num_classes=num_classes, aux_logits=True,
-                                               init_weights=False, transform_input=scaling == "imagenet")
+        # [-1, 1] scaling the input is already there. (What inception_v3(weights=None, ...) builds.)
+        return SteppedInception3(num_classes=num_classes, aux_logits=True, init_weights=False,
+                                 transform_input=scaling == "imagenet")
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
