@@ -384,12 +384,15 @@ def score_stages(
         log.info("stage %d (%s): accuracy %s, logit Spearman %s", stage.index, stage.layer,
                  "n/a" if seen["accuracy"] is None else f"{seen['accuracy']:.3f}", "n/a" if rho is None else f"{rho:.3f}")
 
-    joint = shared_model is not None and cfg.share_unchanged_layers and hasattr(shared_model, "steps")
+    # Stages go together for a model whose steps() are its units (stage_cut is None otherwise).
+    joint = (shared_model is not None and cfg.share_unchanged_layers
+             and stage_cut(shared_model, arch, Stage(0, "original", ())) is not None)
     if joint:
-        # Held together: every stage's maps (float32), gradient sums (float64, with squares) and state.
+        # Held together, per image and method: the maps (float32, 4 bytes) and the gradient sums (float64,
+        # with squares: 16 bytes); and the re-initialized weights, one model's worth at most (a unit draws
+        # the same weights at every stage it is part of, so its state is held once).
         n = min(JOINT_STAGES, n_stages if n_stages is not None else len(arch.units) + 1)
-        # (A unit draws the same weights at every stage it is part of: its state is held once.)
-        held = n * len(x) * x[0].numel() * (4 * len(methods) + 16 * len(methods))
+        held = n * len(x) * x[0].numel() * 20 * len(methods)
         held += sum(p.numel() * p.element_size() for p in shared_model.parameters())
         joint = held <= cfg.memory_budget_mb * 2**20
         if not joint:
@@ -407,27 +410,13 @@ def score_stages(
     else:
         # Every stage's output, targets and re-initialized state, one context at a time; then all maps at once.
         plans, seen_all, own = [], [], []
-        distinct: dict[int, list[torch.Tensor]] = {}  # live tensor -> the values stages gave it
-
-        def held_once(state: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            out = []
-            for live, value in state:
-                known = distinct.setdefault(id(live), [])
-                same = next((v for v in known if torch.equal(v, value)), None)
-                if same is None:
-                    known.append(value)
-                out.append((live, value if same is None else same))
-            return out
-
+        held: dict[int, torch.Tensor] = {}  # each re-initialized tensor's weights, copied once for all stages
         for stage, context in stage_models:
             t_stage = time.time()
             with context as model:
                 seen = look(stage, model)
-                cut = stage_cut(model, arch, stage)
-                state = held_once(stage_state(model, arch, stage))
-            if cut is None:
-                raise ValueError(f"model {arch.name!r}: its steps() are not its units {list(arch.units)}")
-            plans.append(StagePlan(f"stage{stage.index}", seen["target"], state, cut))
+                state = stage_state(model, arch, stage, held)
+            plans.append(StagePlan(f"stage{stage.index}", seen["target"], state, stage_cut(model, arch, stage)))
             seen_all.append(seen)
             own.append(time.time() - t_stage)
         engine = engine_for(shared_model)

@@ -64,6 +64,11 @@ def _state_tensors(modules: Sequence[nn.Module]) -> dict[int, torch.Tensor]:
     return tensors
 
 
+def _stage_tensors(model: nn.Module, arch: Architecture, stage: Stage) -> dict[int, torch.Tensor]:
+    """Every parameter and buffer of the units ``stage`` re-initializes."""
+    return _state_tensors([m for u in stage.units for m in unit_modules(model, arch, u)])
+
+
 @torch.no_grad()
 def reinit_unit(modules: Sequence[nn.Module], arch: Architecture, cfg: RandomizationConfig,
                 generator: torch.Generator) -> None:
@@ -110,9 +115,8 @@ def _reinit_on_cpu(modules: Sequence[nn.Module], arch: Architecture, cfg: Random
 def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: RandomizationConfig,
                seed: int) -> Iterator[nn.Module]:
     """Re-initialize ``stage.units`` for the duration of the block; restore exactly afterwards."""
-    modules = [m for u in stage.units for m in unit_modules(model, arch, u)]
-    saved = {k: t.detach().clone() for k, t in _state_tensors(modules).items()}
-    live = _state_tensors(modules)
+    live = _stage_tensors(model, arch, stage)
+    saved = {k: t.detach().clone() for k, t in live.items()}
     try:
         for unit in stage.units:
             _reinit_on_cpu(unit_modules(model, arch, unit), arch, cfg, rng.generator(seed, "reinit", unit))
@@ -123,14 +127,22 @@ def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: Randomiz
                 t.copy_(saved[k])
 
 
-def stage_state(model: nn.Module, arch: Architecture, stage: Stage) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def stage_state(model: nn.Module, arch: Architecture, stage: Stage,
+                held: Optional[dict[int, torch.Tensor]] = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(live tensor, copy of its current value) for every tensor ``stage`` re-initializes.
 
     Called inside ``randomized(...)``: the stage's model is the live model with this state swapped in
     (``benchmark.methods.engine.swapped``), which is how several stages are explained at once.
+    ``held``: copies shared across calls. A unit draws the same weights at every stage it is part of,
+    so a tensor is copied the first time and the copy reused by every later stage.
     """
-    modules = [m for u in stage.units for m in unit_modules(model, arch, u)]
-    return [(t, t.detach().clone()) for t in _state_tensors(modules).values()]
+    held = {} if held is None else held
+    out = []
+    for key, t in _stage_tensors(model, arch, stage).items():
+        if key not in held:
+            held[key] = t.detach().clone()
+        out.append((t, held[key]))
+    return out
 
 
 def stage_cut(model: nn.Module, arch: Architecture, stage: Stage) -> Optional[int]:

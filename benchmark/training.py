@@ -113,11 +113,12 @@ def _load_checked(path: Path) -> Optional[dict[str, torch.Tensor]]:
     digest_file = path.with_suffix(".sha256")
     if not path.exists() or not digest_file.exists():
         return None
-    if file_sha256(path) != digest_file.read_text().strip():
+    data = path.read_bytes()  # read once: hashed, then loaded
+    if hashlib.sha256(data).hexdigest() != digest_file.read_text().strip():
         log.warning("checkpoint %s does not match its hash (corrupted or truncated); retraining", path)
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # a file that passes the hash but does not load is still not valid
         log.warning("checkpoint %s could not be read (%s); retraining", path, err)
         return None
@@ -206,15 +207,15 @@ def train_model(
                 cached = True
                 log.info("loaded checkpoint %s", ckpt_path)
             else:
-                settings = training
+                settings, gate = training, None
                 if labels == "random":
                     settings = dataclasses.replace(
                         training,
                         lr=training.random_lr if training.random_lr is not None else training.lr,
                         batch_size=training.random_batch_size or training.batch_size)
+                    gate = training.memorization_gate
                 with torch_threads(training.num_threads):
-                    epochs_run = fit(model, data.train_images, targets, settings, seed, device, progress,
-                                     gate=training.memorization_gate if labels == "random" else None)
+                    epochs_run = fit(model, data.train_images, targets, settings, seed, device, progress, gate=gate)
                 cached = False
                 if ckpt_path:
                     _save_checked(ckpt_path, {k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -55,8 +55,7 @@ def _hydra() -> Optional[DictConfig]:
         return None
 
 
-def _override_keys() -> list[str]:
-    hc = _hydra()
+def _override_keys(hc: Optional[DictConfig]) -> list[str]:
     if hc is None:
         return []
     return [o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task]
@@ -98,9 +97,8 @@ def launcher_threads(launcher: Any) -> tuple[Optional[int], str]:
     return None, "one job at a time"
 
 
-def _set_threads(exp: ExperimentConfig) -> None:
-    hc = _hydra()
-    if exp.num_threads is not None or hc is None or hc.mode != RunMode.MULTIRUN:
+def _set_threads(exp: ExperimentConfig, hc: Optional[DictConfig], sweep: bool) -> None:
+    if exp.num_threads is not None or not sweep:
         return
     exp.num_threads, why = launcher_threads(hc.launcher)
     if exp.num_threads is not None:
@@ -113,16 +111,17 @@ def main_for(run: Callable[[ExperimentConfig], Path], cfg: DictConfig) -> Option
     sweep = hc is not None and hc.mode == RunMode.MULTIRUN
     outcome: dict[str, Any] = {"overrides": list(hc.overrides.task) if hc is not None else [], "state": "done"}
     try:
-        exp = apply_command_line(to_experiment(cfg), _override_keys())
-        _set_threads(exp)
+        exp = apply_command_line(to_experiment(cfg), _override_keys(hc))
+        _set_threads(exp, hc, sweep)
         run_dir = run(exp)
         outcome["run_dir"] = str(run_dir)
-    except ValueError as err:  # bad input: the message names the key, the value and the fix
+    except (ValueError, MemorizationError) as err:
+        # bad input: the message names the key, the value and the fix; a memorization failure marks the run
+        # failed and says what to change
         log.error("%s", err)
-        outcome.update(state="bad_input", error=str(err), exit_code=2, run_dir=_run_dir_of(err))
-    except MemorizationError as err:  # the run is marked failed; the message says what to change
-        log.error("%s", err)
-        outcome.update(state="failed", error=str(err), exit_code=1, run_dir=_run_dir_of(err))
+        bad = isinstance(err, ValueError)
+        outcome.update(state="bad_input" if bad else "failed", error=str(err), exit_code=2 if bad else 1,
+                       run_dir=_run_dir_of(err))
     except Exception as err:  # a sweep goes on (out of memory in one job, say); a single run shows the traceback
         if not sweep:
             raise

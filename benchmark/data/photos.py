@@ -17,6 +17,8 @@ trained here.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from pathlib import Path
@@ -51,8 +53,7 @@ def _dataset(name: str, images: list[torch.Tensor], labels: list[int], pre: Prep
     y = torch.tensor(labels, dtype=torch.long)
     return Dataset(name=name, train_images=x[:0], train_labels=y[:0], eval_images=x, eval_labels=y,
                    num_classes=1000, input_range=pre.input_range(),
-                   provenance={**provenance, "preprocessing": {"resize": pre.resize, "crop": pre.crop,
-                                                               "scaling": pre.scaling},
+                   provenance={**provenance, "preprocessing": dataclasses.asdict(pre),
                                "labels_known": bool((y >= 0).all()) if len(y) else False})
 
 

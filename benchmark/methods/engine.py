@@ -531,7 +531,9 @@ class _StageSums:
 
 
 def _like(live: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """A copy of ``value`` with the live tensor's device, dtype and strides (channels-last or not)."""
+    """``value`` with the live tensor's device, dtype and strides (channels-last or not); copied only if they differ."""
+    if (value.device, value.dtype, value.stride()) == (live.device, live.dtype, live.stride()):
+        return value
     return torch.empty_like(live).copy_(value)
 
 

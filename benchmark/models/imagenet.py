@@ -62,22 +62,32 @@ def init_inception(module: nn.Module, generator: torch.Generator) -> None:
                 nn.init.zeros_(sub.bias)
 
 
-def init_torchvision(module: nn.Module, generator: torch.Generator) -> None:
-    """torchvision's initializers of VGG and ResNet: Kaiming-normal (fan_out) convolutions, zero
-    biases; VGG's dense layers N(0, 0.01), ResNet's fc PyTorch's default."""
+def _init_convs(module: nn.Module, generator: torch.Generator) -> None:
+    """torchvision's VGG and ResNet convolutions: Kaiming-normal (fan_out), zero biases."""
     for sub in module.modules():
         if isinstance(sub, nn.Conv2d):
             nn.init.kaiming_normal_(sub.weight, mode="fan_out", nonlinearity="relu", generator=generator)
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)
-        elif isinstance(sub, nn.Linear):
-            if sub.out_features == 1000 and sub.in_features == 2048:  # ResNet fc: PyTorch's default
-                nn.init.kaiming_uniform_(sub.weight, a=math.sqrt(5), generator=generator)
-                bound = 1 / math.sqrt(sub.in_features)
-                nn.init.uniform_(sub.bias, -bound, bound, generator=generator)
-            else:
-                nn.init.normal_(sub.weight, 0.0, 0.01, generator=generator)
-                nn.init.zeros_(sub.bias)
+
+
+def init_vgg(module: nn.Module, generator: torch.Generator) -> None:
+    """torchvision's VGG initializer: convolutions as ``_init_convs``, dense layers N(0, 0.01), zero biases."""
+    _init_convs(module, generator)
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.normal_(sub.weight, 0.0, 0.01, generator=generator)
+            nn.init.zeros_(sub.bias)
+
+
+def init_resnet(module: nn.Module, generator: torch.Generator) -> None:
+    """torchvision's ResNet initializer: convolutions as ``_init_convs``, the fc layer PyTorch's default."""
+    _init_convs(module, generator)
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.kaiming_uniform_(sub.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(sub.in_features)
+            nn.init.uniform_(sub.bias, -bound, bound, generator=generator)
 
 
 INCEPTION_UNITS = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
@@ -148,19 +158,15 @@ def build_torchvision(name: str, num_classes: int, scaling: str = "imagenet") ->
 
 
 def load_weights(model: nn.Module, name: str, weights: Optional[str]) -> str:
-    """Load ``weights`` (a torchvision weights name, or a state-dict file) into ``model``; returns provenance."""
+    """Load torchvision weights ``weights`` (a weights name or DEFAULT) into ``model``; returns provenance.
+
+    A state-dict file goes through ``training.load_weights``, which checks it against the model.
+    """
     if weights is None:
         return "random (model.weights=null): no pretrained weights loaded"
-    path = Path(weights).expanduser()
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return f"file {path}"
+    check_weights(name, weights)
     enum = _weights_enum(name)
-    try:
-        w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        raise ValueError(f"model.weights={weights!r} is neither a file nor a torchvision weights name of {name}; "
-                         f"use one of {['DEFAULT'] + [w.name for w in enum]} or a path to a state dict") from None
+    w = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
     model.load_state_dict(w.get_state_dict(progress=False, check_hash=True))
     return f"torchvision {enum.__name__}.{w.name}"
 
@@ -184,4 +190,4 @@ PREPROCESSING: dict[str, Preprocessing] = {
 UNITS: dict[str, Callable[[], dict[str, tuple[str, ...]]]] = {
     "inception_v3": inception_units, "vgg16": vgg16_units, "resnet50": resnet50_units}
 GRADCAM_LAYERS = {"inception_v3": "Mixed_7c", "vgg16": "features.29", "resnet50": "layer4"}
-INITS = {"inception_v3": init_inception, "vgg16": init_torchvision, "resnet50": init_torchvision}
+INITS = {"inception_v3": init_inception, "vgg16": init_vgg, "resnet50": init_resnet}
