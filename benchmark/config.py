@@ -50,6 +50,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class ConvInputGrad(str, Enum):
+    auto = "auto"  # convolutions with few input channels: a matrix product and shifted sums on a CPU
+    aten = "aten"  # PyTorch's own kernel everywhere (the maps of Captum on the same model, bit for bit)
+
+
 class SsimWindow(str, Enum):
     gaussian = "gaussian"  # scikit-image Gaussian window, sd 1.5 (the paper's code)
     window5 = "window5"  # uniform 5x5 window (the paper's text)
@@ -194,6 +199,10 @@ class ExperimentConfig:
     # Explain the stages of a model-randomization run together, computing the layers a stage leaves
     # unchanged once for all stages (models with steps(): cnn, mlp). Same maps, bit for bit; fewer passes.
     share_unchanged_layers: bool = True
+    # Input gradient of convolutions with at most 3 input channels (a model's first layer): "auto" computes
+    # it as a matrix product and shifted sums on a CPU, several times faster than oneDNN's kernel; equal to
+    # PyTorch's "aten" kernel up to float32 rounding (the order of the sums differs).
+    conv_input_grad: ConvInputGrad = ConvInputGrad.auto
     # Held-out accuracy of every stage's model (forward passes over the whole held-out split).
     stage_accuracy: bool = True
     # Maps of the first images kept in maps.npz for figures and re-checks.
@@ -225,7 +234,7 @@ class ReportConfig:
 # Keys that do not change a run's results: left out of the run id.
 NON_RESULT_KEYS = frozenset(
     {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb", "stage_accuracy",
-     "share_unchanged_layers", "n_figure_images", "skip_unsupported_methods", "verdict"}
+     "share_unchanged_layers", "conv_input_grad", "n_figure_images", "skip_unsupported_methods", "verdict"}
 )
 
 PROFILES: dict[Profile, dict[str, Any]] = {

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from benchmark import store
 from benchmark.calibration import calibration_scores, noise_maps
-from benchmark.config import ExperimentConfig, Target, resolve_profile
+from benchmark.config import ConvInputGrad, ExperimentConfig, Target, resolve_profile
 from benchmark.data import Dataset, check_data_name, check_holdout_fraction, load_dataset
 from benchmark.methods import CONTROLS, METHODS, Engine, Method, build_methods
 from benchmark.methods.engine import StagePlan
@@ -236,7 +236,7 @@ def setup(cfg: ExperimentConfig) -> Setup:
     threads = set_threads(cfg.num_threads)
     device = select_device(cfg.device)
     determinism = {**configure_determinism(device), "training_threads": cfg.training.num_threads,
-                   **keep_freed_memory()}
+                   "conv_input_grad": ConvInputGrad(cfg.conv_input_grad).value, **keep_freed_memory()}
     t0 = time.time()
     arch = get_architecture(cfg.model.name)
     pre = preprocessing(cfg, arch)
@@ -346,7 +346,8 @@ def score_stages(
 
     def engine_for(model: nn.Module) -> Engine:
         layer = model.get_submodule(arch.gradcam_layer) if arch.gradcam_layer else None
-        return Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb)
+        return Engine(model, methods, target_layer=layer, seed=cfg.seed, memory_budget_mb=cfg.memory_budget_mb,
+                      conv_input_grad=ConvInputGrad(cfg.conv_input_grad).value)
 
     def finish(seen: dict[str, Any], maps: dict[str, torch.Tensor], seconds: float) -> None:
         nonlocal reference, calibration

@@ -24,6 +24,7 @@ Needs the ``bench`` extra (captum, quantus).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import logging
@@ -32,7 +33,7 @@ import resource
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -46,7 +47,8 @@ from torch import nn  # noqa: E402
 from benchmark.config import DataConfig, ExperimentConfig, ModelConfig, SimilarityConfig  # noqa: E402
 from benchmark.experiment import Setup, score_stages, select_images, validate  # noqa: E402
 from benchmark.data import load_dataset  # noqa: E402
-from benchmark.methods.engine import Engine, channels_last, noise_scale, path_alphas, standard_noise  # noqa: E402
+from benchmark.methods.engine import (Engine, channels_last, few_channel_convs, noise_scale, path_alphas,  # noqa: E402
+                                      standard_noise)
 from benchmark.postprocess import abs_map, signed_map  # noqa: E402
 from benchmark.randomization import randomized, stages  # noqa: E402
 from benchmark.runtime import keep_freed_memory, select_device, set_threads  # noqa: E402
@@ -278,18 +280,19 @@ def run_quantus(cfg: ExperimentConfig, model: nn.Module, x: torch.Tensor, ids: t
 
 
 # -- (d): the bound -----------------------------------------------------------------------------
-def time_pass(model: nn.Module, shape: tuple[int, ...], batch: int, layout: bool,
+def time_pass(model: nn.Module, shape: tuple[int, ...], batch: int, layout: bool, convs: bool = False,
               repeats: int = 5) -> tuple[float, float]:
     """Best and median seconds per item of one forward+backward pass (gradient w.r.t. the input).
 
     ``layout``: channels-last weights and inputs, converted exactly as the engine does it.
+    ``convs``: the engine's input gradient of few-channel convolutions (``few_channel_convs``); else PyTorch's.
     """
     x = torch.rand((batch,) + tuple(shape))
     if layout:
         x = x.to(memory_format=torch.channels_last)
     t = torch.zeros(batch, dtype=torch.long)
     times = []
-    with channels_last(model, layout):
+    with channels_last(model, layout), (few_channel_convs() if convs else nullcontext()):
         for i in range(repeats + 1):  # the first one warms up
             start = time.perf_counter()
             xi = x.detach().requires_grad_(True)
@@ -300,20 +303,97 @@ def time_pass(model: nn.Module, shape: tuple[int, ...], batch: int, layout: bool
     return min(times), float(np.median(times))
 
 
-def measure_bound(model: nn.Module, shape: tuple[int, ...], batches: list[int]) -> dict[str, Any]:
-    """Per-item pass time over batch sizes and layouts; the bound uses the best (fastest) of all."""
+def measure_bound(model: nn.Module, shape: tuple[int, ...], batches: list[int], convs: bool = False) -> dict[str, Any]:
+    """Per-item pass time over batch sizes and layouts; the bound uses the best (fastest) of all.
+
+    Also the floating-point work of one pass (``torch.utils.flop_counter``) and the rate the best pass reaches.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        grid = {f"{'channels_last' if cl else 'plain'}@{b}": time_pass(model, shape, b, cl)
+        grid = {f"{'channels_last' if cl else 'plain'}@{b}": time_pass(model, shape, b, cl, convs)
                 for b in batches for cl in (False, True)}
+        xi = torch.rand((1,) + tuple(shape), requires_grad=True)
+        with FlopCounterMode(display=False) as counter:
+            model(xi)[:, 0].sum().backward()  # (autograd.grad on a leaf is not supported under the counter)
+        flops = counter.get_total_flops()
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
     best = min(grid, key=lambda k: grid[k][0])
     return {"per_item_s": {k: v[0] for k, v in grid.items()}, "median_per_item_s": {k: v[1] for k, v in grid.items()},
-            "best": best, "best_per_item_s": grid[best][0], "best_median_per_item_s": grid[best][1]}
+            "best": best, "best_per_item_s": grid[best][0], "best_median_per_item_s": grid[best][1],
+            "flop_per_pass": flops, "best_gflop_per_s": flops / grid[best][0] / 1e9}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The best float32 matrix-product rate of this machine (n x n by n x n), GFLOP/s."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def spearman_diffs(df, ref: dict[tuple[str, str, str], np.ndarray]) -> dict[str, float]:
+    """Largest |Spearman of the suite's scores - the Captum loop's| per method, over stages, metrics, images."""
+    diffs: dict[str, float] = {}
+    for (stage, name, metric), values in ref.items():
+        ours = df[(df.stage == stage) & (df.method == name) & (df.metric == metric)].sort_values("image")
+        d = np.abs(ours.value.to_numpy() - values)
+        diffs[name] = max(diffs.get(name, 0.0), float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
+    return diffs
+
+
+def profile_suite(run: Callable[[], Any], top: int = 14) -> dict[str, Any]:
+    """(a) once under ``torch.profiler``: seconds per operator (self time, the operators' own work), largest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    wall = time.perf_counter() - start
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    ops = {e.key: {"s": round(e.self_cpu_time_total / 1e6, 3), "calls": e.count} for e in rows[:top]}
+    total = sum(e.self_cpu_time_total for e in rows) / 1e6
+    print(f"\n(a) under torch.profiler: {wall:.2f} s wall, {total:.2f} s in operators; the largest by self time:")
+    for key, row in ops.items():
+        print(f"  {key:<50} {row['s']:7.3f} s  {row['calls']:7d} calls")
+    return {"wall_s": round(wall, 2), "operators_s": round(total, 2), "top": ops}
+
+
+def float64_check(cfg, arch, methods, model: nn.Module, stage_list, s: Setup, scores) -> dict[str, Any]:
+    """Largest |Spearman in float32 - in float64| per method: each stage's randomized model copied to float64.
+
+    Differences come from rounding in the forward pass too: where max-pool inputs nearly tie, float32 and
+    float64 can route the gradient to different pixels.
+    """
+
+    @contextmanager
+    def float64(stage_model):
+        with stage_model as m:
+            yield copy.deepcopy(m).double()
+
+    x, y, ids = s.images
+    contexts = ((st, float64(randomized(model, arch, st, cfg.randomization, cfg.seed))) for st in stage_list)
+    ref = score_stages(cfg, arch, methods, contexts, dataclasses.replace(s, images=(x.double(), y, ids)),
+                       n_stages=len(stage_list)).scores
+    key = ["stage", "method", "metric", "image"]
+    ref, ours = ref.sort_values(key).reset_index(drop=True), scores.sort_values(key).reset_index(drop=True)
+    diff = (ours.value - ref.value).abs()
+    per_method = {m: float(v) for m, v in ours.assign(diff=diff).groupby("method")["diff"].max().items()}
+    moved = diff > 1e-4
+    return {"per_method": per_method, "scores_moved_over_1e-4": int(moved.sum()), "scores": len(diff),
+            "images_moved_over_1e-4": sorted(int(i) for i in ours.image[moved].unique()),
+            "targets_differ": int((ours.target != ref.target).sum())}
 
 
 # -- memory probe -------------------------------------------------------------------------------
@@ -415,6 +495,11 @@ def main() -> None:
     ap.add_argument("--malloc", choices=["keep", "default"], default="keep",
                     help="keep: glibc keeps freed memory for reuse, as a run sets it (benchmark.runtime."
                     "keep_freed_memory); default: glibc's own behaviour")
+    ap.add_argument("--profile", action="store_true",
+                    help="also run (a) once under torch.profiler and print where its time goes, operator by operator")
+    ap.add_argument("--float64", action="store_true",
+                    help="also score every stage's model in float64 (stages one at a time) and report how far the "
+                         "float32 scores are from those")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS against images and stages")
     ap.add_argument("--memory-only", action="store_true", help="only the peak RSS table")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
@@ -450,13 +535,12 @@ def main() -> None:
     score_stages(cfg, arch, methods, ((st, randomized(model, arch, st, cfg.randomization, cfg.seed))
                                       for st in stage_list), warm, n_stages=n_stages, shared_model=model)
 
-    def suite(share: bool):
+    def suite(share: bool, conv_input_grad: str = "auto"):
         """(a) once; with share=False every stage's model runs whole (the bound's kind of pass)."""
-        cfg.share_unchanged_layers = share
+        run = dataclasses.replace(cfg, share_unchanged_layers=share, conv_input_grad=conv_input_grad)
         start = time.perf_counter()
         contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
-        out = score_stages(cfg, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
-        cfg.share_unchanged_layers = True
+        out = score_stages(run, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
         return time.perf_counter() - start, out
 
     # --repeats: the two suite ways alternately, each figure the median (the cores are noisy)
@@ -471,6 +555,8 @@ def main() -> None:
             print(f"(a) suite, stages one at a time: {seconds:.2f} s", flush=True)
             result["stagewise_scores_identical"] = bool(stagewise.scores.equals(scored.scores))
     result["suite_runs_s"] = {k: [round(v, 2) for v in vs] for k, vs in runs.items() if vs}
+    if args.profile:
+        result["profile"] = profile_suite(lambda: suite(True))
     times.update({k: float(np.median(vs)) for k, vs in runs.items() if vs})
 
     if "captum" not in skip:
@@ -483,12 +569,10 @@ def main() -> None:
         times["b_captum_loop"] = time.perf_counter() - start
         print(f"(b) Captum loop, {args.captum_chunk}-item calls: {times['b_captum_loop']:.2f} s", flush=True)
         df = scored.scores
-        diffs = {}
-        for (stage, name, metric), values in ref.items():
-            ours = df[(df.stage == stage) & (df.method == name) & (df.metric == metric)].sort_values("image")
-            d = np.abs(ours.value.to_numpy() - values)
-            diffs[name] = max(diffs.get(name, 0.0), float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
-        result["max_abs_spearman_diff_vs_captum"] = diffs
+        result["max_abs_spearman_diff_vs_captum"] = spearman_diffs(df, ref)
+        # The same with PyTorch's own kernel for conv1's input gradient, as Captum computes it
+        _, aten = suite(True, "aten")
+        result["max_abs_spearman_diff_vs_captum_aten_kernel"] = spearman_diffs(aten.scores, ref)
         # Where (a) and (b) differ most (the noisy-sample methods: the suite sums the 50 samples in float64,
         # NoiseTunnel in float32, VarGrad's E[g^2] - E[g]^2 above all), which is off: both against Captum's
         # per-sample gradients summed in float64.
@@ -504,17 +588,27 @@ def main() -> None:
                 row["captum_vs_float64"] = max(row["captum_vs_float64"],
                                                float(np.nanmax(np.abs(ref[(stage, name, metric)] - values))))
             result["max_abs_spearman_diff_vs_captum_float64"] = check
+    if args.float64:
+        # How precise float32 scores are at all: the same work on a float64 copy of every stage's model
+        result["max_abs_spearman_diff_vs_float64_model"] = float64_check(cfg, arch, methods, model, stage_list, s,
+                                                                          scored.scores)
     if "quantus" not in skip:
         start = time.perf_counter()
         result["quantus_mprt_mean"] = run_quantus(cfg, model, x, ids, args.captum_chunk)
         times["c_quantus_mprt"] = time.perf_counter() - start
         print(f"(c) Quantus MPRT: {times['c_quantus_mprt']:.2f} s", flush=True)
     if "bound" not in skip:
-        bound = measure_bound(model, tuple(x.shape[1:]), [64, 128, 256, 512, 1024])
+        batches = [64, 128, 256, 512, 1024]
+        bound = measure_bound(model, tuple(x.shape[1:]), batches)
         times["d_bound"] = passes * bound["best_per_item_s"]
         # The same configuration at its median pass time: how much of the gap is the fastest repeat's luck
         times["d_bound_median"] = passes * bound["best_median_per_item_s"]
+        # The engine's own kind of pass: conv1's input gradient from few_channel_convs
+        ours = measure_bound(model, tuple(x.shape[1:]), batches, convs=True)
+        times["d_bound_engine_pass"] = passes * ours["best_per_item_s"]
         result["pass_timing"] = bound
+        result["pass_timing_engine"] = ours
+        result["matmul_gflop_per_s"] = round(matmul_gflops(), 1)
     result["seconds"] = {k: round(v, 2) for k, v in times.items()}
     ratios = {}
     if "b_captum_loop" in times:
@@ -525,8 +619,10 @@ def main() -> None:
     if "d_bound" in times:
         ratios["suite_over_bound"] = times["a_suite"] / times["d_bound"]
         ratios["suite_over_bound_median_pass"] = times["a_suite"] / times["d_bound_median"]
+        ratios["suite_over_bound_engine_pass"] = times["a_suite"] / times["d_bound_engine_pass"]
         if "a_suite_stagewise" in times:
             ratios["suite_stagewise_over_bound"] = times["a_suite_stagewise"] / times["d_bound"]
+            ratios["suite_stagewise_over_bound_engine_pass"] = times["a_suite_stagewise"] / times["d_bound_engine_pass"]
     if "a_suite_stagewise" in times and "b_captum_loop" in times:
         ratios["captum_loop_over_suite_stagewise"] = times["b_captum_loop"] / times["a_suite_stagewise"]
     result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
@@ -541,15 +637,29 @@ def main() -> None:
               "b_captum_loop_default": "(b) Captum loop + scipy spearmanr, Captum's default batching",
               "b_captum_loop": f"(b) Captum loop + scipy spearmanr, calls of {args.captum_chunk} items",
               "c_quantus_mprt": "(c) Quantus MPRT + Captum", "d_bound": "(d) bound: passes x best pass time",
-              "d_bound_median": "(d) the same at the median pass time of that batch size and layout"}
+              "d_bound_median": "(d) the same at the median pass time of that batch size and layout",
+              "d_bound_engine_pass": "(d) passes x best time of the engine's kind of pass (conv1's input gradient "
+                                     "from few_channel_convs)"}
     for k, v in times.items():
         print(f"| {labels[k]} | {v:.2f} | {v / times['a_suite']:.2f}x |")
+    if "pass_timing" in result:
+        stock, ours = result["pass_timing"], result["pass_timing_engine"]
+        print(f"\none pass: {stock['flop_per_pass'] / 1e6:.1f} MFLOP; the best pass reaches {stock['best_gflop_per_s']:.0f} "
+              f"GFLOP/s ({stock['best']}), the engine's kind {ours['best_gflop_per_s']:.0f} GFLOP/s ({ours['best']}); "
+              f"a 2048 x 2048 float32 matrix product: {result['matmul_gflop_per_s']:.0f} GFLOP/s")
     if "max_abs_spearman_diff_vs_captum" in result:
         worst = max(result["max_abs_spearman_diff_vs_captum"].values())
         print(f"\nlargest |Spearman (a) - (b)| over methods, stages, images, ABS and no-ABS: {worst:.2e}")
+        worst = max(result["max_abs_spearman_diff_vs_captum_aten_kernel"].values())
+        print(f"the same with (a) on PyTorch's conv input-gradient kernel (conv_input_grad=aten): {worst:.2e}")
         for name, row in result.get("max_abs_spearman_diff_vs_captum_float64", {}).items():
             print(f"{name}: largest |Spearman - Captum's gradients summed in float64|: (a) {row['suite_vs_float64']:.1e}, "
                   f"(b) {row['captum_vs_float64']:.1e}")
+    if "max_abs_spearman_diff_vs_float64_model" in result:
+        f64 = result["max_abs_spearman_diff_vs_float64_model"]
+        print(f"float32 against float64 models: largest |Spearman difference| {max(f64['per_method'].values()):.1e}; "
+              f"{f64['scores_moved_over_1e-4']} of {f64['scores']} scores moved by more than 1e-4, on images "
+              f"{f64['images_moved_over_1e-4']}")
     print(json.dumps(result))
 
 

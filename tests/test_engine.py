@@ -162,3 +162,89 @@ def test_channels_last_converts_one_channel_weights_and_restores_every_parameter
         x, t, torch.arange(len(x))) for layout in ("plain", "channels_last")}
     for name in spec:
         torch.testing.assert_close(maps["plain"][name], maps["channels_last"][name], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("c_in, c_out, size, kernel, stride, padding, dilation", [
+    (1, 32, 28, 5, 1, 2, 1),   # the MNIST CNN's conv1
+    (3, 8, 19, 3, 2, 0, 1),    # Inception's first conv, smaller
+    (3, 6, 20, 7, 2, 3, 1),    # ResNet's
+    (2, 4, 15, 3, 2, 1, 2),    # dilated, odd size, stride not dividing it
+    (1, 3, 9, (3, 5), (1, 2), (1, 2), (2, 1)),  # different height and width geometry
+])
+def test_conv_input_grad_equals_pytorchs_kernel(c_in, c_out, size, kernel, stride, padding, dilation):
+    from benchmark.methods.engine import conv2d_input_grad
+
+    def pair(v):
+        return (v, v) if isinstance(v, int) else v
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn((c_out, c_in) + pair(kernel), generator=g, dtype=torch.float64)
+    x = torch.randn(3, c_in, size, size + 1, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.conv2d(x, w, stride=stride, padding=padding, dilation=dilation)
+    up = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    (expected,) = torch.autograd.grad(y, x, up)
+    got = conv2d_input_grad(up, w, x.shape, pair(stride), pair(padding), pair(dilation))
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+    assert got.is_contiguous()
+    got_cl = conv2d_input_grad(up, w, x.shape, pair(stride), pair(padding), pair(dilation), torch.channels_last)
+    assert got_cl.is_contiguous(memory_format=torch.channels_last) and torch.equal(got_cl, got)
+
+
+def test_few_channel_convs_only_reroute_input_gradients():
+    from benchmark.methods.engine import _FewChannelConv, few_channel_convs
+
+    g = torch.Generator().manual_seed(1)
+    conv1, conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 5, 3, padding="same")
+    x = torch.randn(2, 1, 8, 8, generator=g)
+    rerouted = []
+    original_apply = _FewChannelConv.apply
+
+    def spy(*args):
+        rerouted.append(args[1].shape)
+        return original_apply(*args)
+
+    _FewChannelConv.apply = spy
+    try:
+        # weights that need gradients (training) keep PyTorch's path, and so does the 4-channel conv
+        with few_channel_convs():
+            out = conv2(torch.relu(conv1(x.requires_grad_(True)))).square().sum()
+            grads = torch.autograd.grad(out, [x, conv1.weight, conv2.weight])
+        assert rerouted == []
+        for p in (*conv1.parameters(), *conv2.parameters()):
+            p.requires_grad_(False)
+        with few_channel_convs():
+            out = conv2(torch.relu(conv1(x))).square().sum()
+            (fast,) = torch.autograd.grad(out, x)
+        assert rerouted == [conv1.weight.shape]
+    finally:
+        _FewChannelConv.apply = original_apply
+    torch.testing.assert_close(fast, grads[0], atol=1e-6, rtol=1e-5)
+    assert torch._C._len_torch_function_stack() == 0
+
+
+def test_engine_maps_equal_with_pytorchs_conv_input_gradient(digits_batch):
+    from benchmark.models.cnn import MnistCNN
+
+    torch.manual_seed(0)
+    model = MnistCNN().eval()
+    x, _ = digits_batch
+    t = model(x).argmax(1)
+    spec = {"gradient": {}, "smoothgrad": {"n_samples": 4}, "vargrad": {"n_samples": 4},
+            "integrated_gradients": {"n_steps": 5}, "guided_gradcam": {}}
+    engines = {k: Engine(model, build_methods(spec), target_layer=model.conv2, conv_input_grad=k) for k in ("auto", "aten")}
+    assert engines["auto"].few_channel_convs and not engines["aten"].few_channel_convs
+    maps = {k: e.explain(x, t, torch.arange(len(x))) for k, e in engines.items()}
+    assert torch._C._len_torch_function_stack() == 0
+    for name in spec:
+        scale = maps["aten"][name].abs().max()
+        torch.testing.assert_close(maps["auto"][name] / scale, maps["aten"][name] / scale, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="conv_input_grad='cudnn' must be one of auto, aten"):
+        Engine(model, build_methods(spec), conv_input_grad="cudnn")
+
+
+def test_a_gradcam_layer_the_model_never_calls_is_a_clear_error(tiny_cnn, digits_batch):
+    x, _ = digits_batch
+    tiny_cnn.unused = torch.nn.Identity()
+    engine = Engine(tiny_cnn, [build_method("gradcam")], target_layer=tiny_cnn.unused)
+    with pytest.raises(RuntimeError, match="forward hook did not fire"):
+        engine.explain(x[:2], torch.zeros(2, dtype=torch.long), torch.arange(2))

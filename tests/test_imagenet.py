@@ -44,7 +44,7 @@ def test_inception_units_are_the_papers_17_blocks(inception):
     assert used <= covered
 
 
-@pytest.mark.parametrize("name,n_units,layer", [("vgg16", 16, "features.29"), ("resnet50", 18, "layer4")])
+@pytest.mark.parametrize("name,n_units,layer", [("vgg16", 16, "features.29"), ("resnet50", 18, "layer4.2")])
 def test_vgg_and_resnet_declare_units_and_gradcam_layer(name, n_units, layer):
     arch = get_architecture(name)
     model = arch.build(3, 1000)

@@ -99,8 +99,13 @@ def test_over_the_memory_budget_stages_run_one_at_a_time(tmp_path, caplog):
     assert len(scored.stages) == 5
 
 
-def test_inception_stages_together_give_the_same_maps():
-    """Inception v3's 18 cascade stages (random weights, 96 pixels): explain_stages against one stage at a time."""
+# name, input size, GradCAM layer: the torchvision models with steps(), at small inputs and random weights
+TORCHVISION = [("inception_v3", 96, "Mixed_7c"), ("vgg16", 32, "features.29"), ("resnet50", 32, "layer4.2")]
+
+
+@pytest.mark.parametrize("name, size, layer", TORCHVISION)
+def test_torchvision_stages_together_give_the_same_maps(name, size, layer):
+    """Every third cascade stage of a torchvision model (random weights): explain_stages against one stage at a time."""
     from benchmark.config import RandomizationConfig
     from benchmark.methods import Engine, build_methods
     from benchmark.methods.engine import StagePlan
@@ -109,36 +114,46 @@ def test_inception_stages_together_give_the_same_maps():
     from benchmark.randomization import stage_state
 
     torch.manual_seed(0)
-    arch = get_architecture("inception_v3")
-    model = build_torchvision("inception_v3", 10).eval()
-    x = torch.rand(1, 3, 96, 96) * 2 - 1
+    arch = get_architecture(name)
+    model = build_torchvision(name, 10).eval()
+    x = torch.rand(1, 3, size, size) * 2 - 1
     methods = build_methods({"gradient": {}, "smoothgrad": {"n_samples": 2}, "guided_gradcam": {}})
-    engine = Engine(model, methods, target_layer=model.Mixed_7c, memory_budget_mb=4096)
+    engine = Engine(model, methods, target_layer=model.get_submodule(layer), memory_budget_mb=4096)
     rcfg = RandomizationConfig()
-    stage_list = stages(arch, Order.cascading)[::3]  # 6 of the 18: original, Mixed_7a, ..., top to bottom
+    stage_list = stages(arch, Order.cascading)[::3]  # original, then every third, top to bottom
     one_at_a_time, plans = [], []
     for st in stage_list:
         with randomized(model, arch, st, rcfg, 0):
             t = model(x).argmax(1)
             one_at_a_time.append(engine.explain(x, t, torch.arange(1), stage_key=f"stage{st.index}"))
             plans.append(StagePlan(f"stage{st.index}", t, stage_state(model, arch, st), stage_cut(model, arch, st)))
-    assert [p.cut for p in plans] == [17, 14, 11, 8, 5, 2]
+    n_steps = len(arch.units)
+    assert [p.cut for p in plans] == [n_steps - st.index for st in stage_list]
     together = engine.explain_stages(x, torch.arange(1), plans)
     for k, maps in enumerate(together):
-        for name, m in maps.items():
-            assert torch.equal(m, one_at_a_time[k][name]), (stage_list[k].layer, name)
+        for method, m in maps.items():
+            assert torch.equal(m, one_at_a_time[k][method]), (stage_list[k].layer, method)
 
 
-@pytest.mark.parametrize("scaling", ["imagenet", "minus_one_one"])
-def test_inception_steps_are_its_eval_forward(scaling):
+@pytest.mark.parametrize("name, scaling", [("inception_v3", "imagenet"), ("inception_v3", "minus_one_one"),
+                                           ("vgg16", "imagenet"), ("resnet50", "imagenet")])
+def test_torchvision_steps_are_the_eval_forward(name, scaling):
+    import torchvision
+
     from benchmark.models import get_architecture
     from benchmark.models.imagenet import build_torchvision
 
     torch.manual_seed(0)
-    model = build_torchvision("inception_v3", 10, scaling).eval()
-    assert [name for name, _ in model.steps()] == list(get_architecture("inception_v3").units)
-    x = torch.rand(2, 3, 96, 96)
+    model = build_torchvision(name, 10, scaling).eval()
+    assert [step for step, _ in model.steps()] == list(get_architecture(name).units)
+    x = torch.rand(2, 3, 96 if name == "inception_v3" else 32, 96 if name == "inception_v3" else 32)
     h = x
     for _, step in model.steps():
         h = step(h)
     assert torch.equal(h, model(x))
+    if name != "inception_v3":  # built as torchvision's own builder builds it: same modules, same initial draws
+        torch.manual_seed(0)
+        ref = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+        assert list(ref.state_dict()) == list(model.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
+        assert torch.equal(ref(x), h)

@@ -146,6 +146,37 @@ class SteppedInception3(torchvision.models.Inception3):
         return out
 
 
+class SteppedVGG(torchvision.models.VGG):
+    """torchvision's VGG, unchanged, plus its forward as one step per unit of ``vgg16_units``.
+
+    Each convolution's step runs the features from it up to the next convolution (its ReLU, and the
+    max-pool that closes a block); fc6 starts with the average pool and the flattening.
+    """
+
+    def steps(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        bounds = _VGG_CONVS + [len(self.features)]
+        out: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = [
+            (name, self.features[start:end]) for name, start, end in zip(_VGG_NAMES, bounds, bounds[1:])]
+        out.append(("fc6", lambda x: self.classifier[0:3](torch.flatten(self.avgpool(x), 1))))
+        out.append(("fc7", self.classifier[3:6]))
+        out.append(("logits", self.classifier[6]))
+        return out
+
+
+class SteppedResNet(torchvision.models.ResNet):
+    """torchvision's ResNet, unchanged, plus its forward as one step per unit of ``resnet50_units``:
+    the stem (conv1, bn1, ReLU, max-pool), each bottleneck block, then average pool and fc."""
+
+    def steps(self) -> list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]]:
+        out: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = [
+            ("conv1", lambda x: self.maxpool(self.relu(self.bn1(self.conv1(x)))))]
+        for layer in range(1, 5):
+            for b, block in enumerate(getattr(self, f"layer{layer}")):
+                out.append((f"layer{layer}.{b}", block))
+        out.append(("logits", lambda x: self.fc(torch.flatten(self.avgpool(x), 1))))
+        return out
+
+
 def build_torchvision(name: str, num_classes: int, scaling: str = "imagenet") -> nn.Module:
     """The architecture with random weights (loaded afterwards by ``load_weights``)."""
     if name == "inception_v3":
@@ -154,7 +185,11 @@ def build_torchvision(name: str, num_classes: int, scaling: str = "imagenet") ->
         # [-1, 1] scaling the input is already there. (What inception_v3(weights=None, ...) builds.)
         return SteppedInception3(num_classes=num_classes, aux_logits=True, init_weights=False,
                                  transform_input=scaling == "imagenet")
-    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if name == "vgg16":  # what vgg16(weights=None, num_classes=...) builds
+        return SteppedVGG(torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"]), num_classes=num_classes)
+    if name == "resnet50":  # what resnet50(weights=None, num_classes=...) builds
+        return SteppedResNet(torchvision.models.resnet.Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+    raise ValueError(f"model {name!r} is not one of the torchvision models here: {sorted(UNITS)}")
 
 
 def load_weights(model: nn.Module, name: str, weights: Optional[str]) -> str:
@@ -189,5 +224,7 @@ PREPROCESSING: dict[str, Preprocessing] = {
 
 UNITS: dict[str, Callable[[], dict[str, tuple[str, ...]]]] = {
     "inception_v3": inception_units, "vgg16": vgg16_units, "resnet50": resnet50_units}
-GRADCAM_LAYERS = {"inception_v3": "Mixed_7c", "vgg16": "features.29", "resnet50": "layer4"}
+# ResNet-50: the last bottleneck block, whose output is layer4's; a module the steps call themselves, so its
+# forward hook fires when stages share layers too.
+GRADCAM_LAYERS = {"inception_v3": "Mixed_7c", "vgg16": "features.29", "resnet50": "layer4.2"}
 INITS = {"inception_v3": init_inception, "vgg16": init_vgg, "resnet50": init_resnet}
