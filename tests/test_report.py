@@ -229,3 +229,19 @@ def test_report_html_renders_in_a_headless_browser(smoke, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.shape == (2400, 1366)
     assert img.std() > 20  # text, tables and figures, not a blank page
+
+
+def test_large_maps_are_shrunk_by_block_means_before_drawing():
+    from skimage.measure import block_reduce
+
+    from benchmark.report.figures import _shrink, maps_figure
+
+    rng = np.random.default_rng(0)
+    a = rng.random((299, 299)).astype(np.float32)
+    np.testing.assert_allclose(_shrink(a[None], 3), block_reduce(a[:297, :297], (3, 3), np.mean), rtol=1e-6)
+    assert np.array_equal(_shrink(a, 1), a)
+    arrays = {"images": rng.random((1, 3, 299, 299)).astype(np.float32),
+              "m/abs": rng.random((2, 1, 1, 299, 299)).astype(np.float16)[:, 0]}
+    fig = maps_figure(arrays, ["m"], ["original", "logits"], 0, "abs")
+    mosaic = fig.axes[0].images[0].get_array()
+    assert mosaic.dtype == np.uint8 and mosaic.shape[0] == 99  # one row of 99-pixel tiles
