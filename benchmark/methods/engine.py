@@ -127,8 +127,9 @@ def conv2d_input_grad(grad: torch.Tensor, weight: torch.Tensor, input_shape: Seq
     cols = cols.view(c_in, kh, kw, n, h_out, w_out)
     out = grad.new_zeros(c_in, n, h + 2 * ph, w + 2 * pw)
     for i in range(kh):
+        rows = slice(i * dh, i * dh + sh * (h_out - 1) + 1, sh)
         for j in range(kw):
-            out[:, :, i * dh : i * dh + sh * (h_out - 1) + 1 : sh, j * dw : j * dw + sw * (w_out - 1) + 1 : sw] += cols[:, i, j]
+            out[:, :, rows, j * dw : j * dw + sw * (w_out - 1) + 1 : sw] += cols[:, i, j]
     return out[:, :, ph : ph + h, pw : pw + w].permute(1, 0, 2, 3).contiguous(memory_format=memory_format)
 
 
