@@ -304,6 +304,7 @@ def score_stages(
     s: Setup,
     n_stages: Optional[int] = None,
     shared_model: Optional[nn.Module] = None,
+    drawn: Optional[dict[int, torch.Tensor]] = None,
 ) -> Scored:
     """Maps of every stage's model, scored against stage 0's with every metric.
 
@@ -311,7 +312,8 @@ def score_stages(
     (``randomization.randomized``). Then, with ``cfg.share_unchanged_layers`` and a model with
     ``steps()``, the stages are explained together (``Engine.explain_stages``): each stage's state is
     copied out of its context, and the layers below a stage's lowest re-initialized unit run once for
-    every stage. The maps are the same, bit for bit.
+    every stage. The maps are the same, bit for bit. ``drawn``: the dict the contexts were given
+    (``randomized(..., drawn)``); the stages' states then share its copies of the drawn weights.
     """
     data, device = s.data, s.device
     x, labels, ids = s.images
@@ -411,7 +413,8 @@ def score_stages(
     else:
         # Every stage's output, targets and re-initialized state, one context at a time; then all maps at once.
         plans, seen_all, own = [], [], []
-        held: dict[int, torch.Tensor] = {}  # each re-initialized tensor's weights, copied once for all stages
+        # each re-initialized tensor's weights, copied once for all stages (shared with the contexts' ``drawn``)
+        held: dict[int, torch.Tensor] = {} if drawn is None else drawn
         for stage, context in stage_models:
             t_stage = time.time()
             with context as model:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from benchmark import store
 from benchmark.config import ExperimentConfig
 from benchmark.experiment import (RUN_FILES, Plan, base_meta, finish_table, run_guarded, score_stages, setup,
@@ -44,8 +46,9 @@ def _execute(p: Plan, started: float) -> None:
     s = setup(cfg)
     trained = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, cfg.model.weights)
     model = trained.model
-    contexts = ((stage, randomized(model, arch, stage, cfg.randomization, cfg.seed)) for stage in p.stages)
-    scored = score_stages(cfg, arch, p.methods, contexts, s, n_stages=len(p.stages), shared_model=model)
+    drawn: dict[int, torch.Tensor] = {}  # each unit drawn once, for every stage it is part of
+    contexts = ((stage, randomized(model, arch, stage, cfg.randomization, cfg.seed, drawn)) for stage in p.stages)
+    scored = score_stages(cfg, arch, p.methods, contexts, s, n_stages=len(p.stages), shared_model=model, drawn=drawn)
     df = finish_table(scored.scores, p, s.data)
     meta = base_meta(p, s, scored)
     meta["model"] = {"name": arch.name, "train_accuracy": trained.train_accuracy,

@@ -404,8 +404,10 @@ def memory_probe(args: argparse.Namespace) -> None:
     # Stages beyond the model's own: the cascade's stages again (same work per stage, more stages).
     chosen = [stage_list[0]] + [stage_list[1 + (i % (len(stage_list) - 1))] for i in range(args.probe_stages - 1)]
     before = peak_rss_mb()
-    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in chosen)
-    scored = score_stages(cfg, arch, list(validate(cfg)[1]), contexts, s, n_stages=len(chosen), shared_model=model)
+    drawn: dict[int, torch.Tensor] = {}
+    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in chosen)
+    scored = score_stages(cfg, arch, list(validate(cfg)[1]), contexts, s, n_stages=len(chosen), shared_model=model,
+                          drawn=drawn)
     print(json.dumps({"images": args.n_images, "stages": len(chosen), "peak_rss_mb": round(peak_rss_mb(), 1),
                       "rss_before_mb": round(before, 1), "seconds": round(scored.seconds, 2)}))
 
@@ -539,8 +541,9 @@ def main() -> None:
         """(a) once; with share=False every stage's model runs whole (the bound's kind of pass)."""
         run = dataclasses.replace(cfg, share_unchanged_layers=share, conv_input_grad=conv_input_grad)
         start = time.perf_counter()
-        contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
-        out = score_stages(run, arch, methods, contexts, s, n_stages=n_stages, shared_model=model)
+        drawn: dict[int, torch.Tensor] = {}  # as a run does it: each unit drawn once
+        contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in stage_list)
+        out = score_stages(run, arch, methods, contexts, s, n_stages=n_stages, shared_model=model, drawn=drawn)
         return time.perf_counter() - start, out
 
     # --repeats: the two suite ways alternately, each figure the median (the cores are noisy)

@@ -100,3 +100,31 @@ def test_every_architecture_declares_units_that_exist():
                 model.get_submodule(path)
         if arch.gradcam_layer:
             model.get_submodule(arch.gradcam_layer)
+
+
+@pytest.mark.parametrize("order", list(Order))
+@pytest.mark.parametrize("bn_stats", list(BatchNormStats))
+def test_units_drawn_once_per_run_give_the_same_weights_as_drawn_per_stage(order, bn_stats, monkeypatch):
+    """``randomized(..., drawn)``: each unit is drawn once and copied at later stages; every stage's weights
+    and buffers are the ones a fresh draw gives, and the model is restored after each stage."""
+    import benchmark.randomization as R
+
+    arch = get_architecture("resnet50")  # units with BatchNorm buffers
+    torch.manual_seed(0)
+    model = arch.build(3, 10)
+    before = state(model)
+    cfg = RandomizationConfig(batchnorm_stats=bn_stats)
+    fresh = []
+    for st in stages(arch, order)[:6]:
+        with randomized(model, arch, st, cfg, seed=0):
+            fresh.append(state(model))
+    draws = []
+    original = R._reinit_on_cpu
+    monkeypatch.setattr(R, "_reinit_on_cpu", lambda modules, *a: (draws.append(modules), original(modules, *a)))
+    drawn = {}
+    for st, expected in zip(stages(arch, order)[:6], fresh):
+        with randomized(model, arch, st, cfg, seed=0, drawn=drawn):
+            got = state(model)
+        assert all(torch.equal(got[k], expected[k]) for k in expected), st.layer
+        assert all(torch.equal(v, before[k]) for k, v in state(model).items())
+    assert len(draws) == len({u for st in stages(arch, order)[:6] for u in st.units})
