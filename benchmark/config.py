@@ -197,7 +197,7 @@ class ExperimentConfig:
     # Bytes of activations one forward/backward chunk may hold, in MiB.
     memory_budget_mb: int = 1024
     # Explain the stages of a model-randomization run together, computing the layers a stage leaves
-    # unchanged once for all stages (models with steps(): cnn, mlp). Same maps, bit for bit; fewer passes.
+    # unchanged once for all stages (models with steps(): all five). Same maps, bit for bit; fewer passes.
     share_unchanged_layers: bool = True
     # Input gradient of convolutions with at most 3 input channels (a model's first layer): "auto" computes
     # it as a matrix product and shifted sums on a CPU, several times faster than oneDNN's kernel; equal to

@@ -395,12 +395,12 @@ def score_stages(
         # with squares: 16 bytes); and the re-initialized weights, one model's worth at most (a unit draws
         # the same weights at every stage it is part of, so its state is held once).
         n = min(JOINT_STAGES, n_stages if n_stages is not None else len(arch.units) + 1)
-        held = n * len(x) * x[0].numel() * 20 * len(methods)
-        held += sum(p.numel() * p.element_size() for p in shared_model.parameters())
-        joint = held <= cfg.memory_budget_mb * 2**20
+        need = n * len(x) * x[0].numel() * 20 * len(methods)
+        need += sum(p.numel() * p.element_size() for p in shared_model.parameters())
+        joint = need <= cfg.memory_budget_mb * 2**20
         if not joint:
             log.info("stages explained one at a time: held together they would need %.0f MB, above "
-                     "memory_budget_mb=%d", held / 2**20, cfg.memory_budget_mb)
+                     "memory_budget_mb=%d", need / 2**20, cfg.memory_budget_mb)
     if not joint:
         for stage, context in tqdm(stage_models, desc="stages", total=n_stages, disable=not cfg.progress):
             t_stage = time.time()

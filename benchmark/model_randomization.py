@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import torch
+from torch import nn
 
 from benchmark import store
 from benchmark.config import ExperimentConfig
-from benchmark.experiment import (RUN_FILES, Plan, base_meta, finish_table, run_guarded, score_stages, setup,
-                                  validate, write_outputs)
-from benchmark.randomization import randomized, stages
+from benchmark.experiment import (RUN_FILES, Plan, Scored, Setup, base_meta, finish_table, run_guarded, score_stages,
+                                  setup, validate, write_outputs)
+from benchmark.methods import Method
+from benchmark.models import Architecture
+from benchmark.randomization import Stage, randomized, stages
 from benchmark.training import train_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUN_FILES", "plan", "run"]
+__all__ = ["RUN_FILES", "plan", "run", "score_model_stages"]
 
 
 def plan(cfg: ExperimentConfig) -> Plan:
@@ -39,6 +43,18 @@ def run(cfg: ExperimentConfig) -> Path:
     return run_guarded(plan(cfg), _execute)
 
 
+def score_model_stages(cfg: ExperimentConfig, arch: Architecture, methods: list[Method], model: nn.Module,
+                       stage_list: Sequence[Stage], s: Setup) -> Scored:
+    """``score_stages`` over ``model`` re-initialized stage by stage in place, as a run does it.
+
+    Each unit is drawn once for every stage it is part of (``randomized(..., drawn)``), and the stages go
+    together where the model allows it (``shared_model``), sharing the drawn weights.
+    """
+    drawn: dict[int, torch.Tensor] = {}
+    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in stage_list)
+    return score_stages(cfg, arch, methods, contexts, s, n_stages=len(stage_list), shared_model=model, drawn=drawn)
+
+
 def _execute(p: Plan, started: float) -> None:
     from benchmark.report import write_run_report
 
@@ -46,9 +62,7 @@ def _execute(p: Plan, started: float) -> None:
     s = setup(cfg)
     trained = train_model(arch, s.data, cfg.training, cfg.seed, s.device, s.cache, cfg.progress, cfg.model.weights)
     model = trained.model
-    drawn: dict[int, torch.Tensor] = {}  # each unit drawn once, for every stage it is part of
-    contexts = ((stage, randomized(model, arch, stage, cfg.randomization, cfg.seed, drawn)) for stage in p.stages)
-    scored = score_stages(cfg, arch, p.methods, contexts, s, n_stages=len(p.stages), shared_model=model, drawn=drawn)
+    scored = score_model_stages(cfg, arch, p.methods, model, p.stages, s)
     df = finish_table(scored.scores, p, s.data)
     meta = base_meta(p, s, scored)
     meta["model"] = {"name": arch.name, "train_accuracy": trained.train_accuracy,

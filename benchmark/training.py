@@ -23,7 +23,7 @@ from benchmark.config import TrainingConfig
 from benchmark.data import Dataset
 from benchmark.models import Architecture
 from benchmark.runtime import torch_threads
-from benchmark.store import atomic_write, file_sha256, locked, to_plain
+from benchmark.store import atomic_write, locked, to_plain
 
 log = logging.getLogger(__name__)
 

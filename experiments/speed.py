@@ -46,6 +46,7 @@ from torch import nn  # noqa: E402
 
 from benchmark.config import DataConfig, ExperimentConfig, ModelConfig, SimilarityConfig  # noqa: E402
 from benchmark.experiment import Setup, score_stages, select_images, validate  # noqa: E402
+from benchmark.model_randomization import score_model_stages  # noqa: E402
 from benchmark.data import load_dataset  # noqa: E402
 from benchmark.methods.engine import (Engine, channels_last, few_channel_convs, noise_scale, path_alphas,  # noqa: E402
                                       standard_noise)
@@ -333,24 +334,31 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """The best float32 matrix-product rate of this machine (n x n by n x n), GFLOP/s."""
     a, b = torch.rand(n, n), torch.rand(n, n)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+Scores = dict[tuple[str, str, str], np.ndarray]  # (stage, method, metric) -> values over the images
 
 
-def spearman_diffs(df, ref: dict[tuple[str, str, str], np.ndarray]) -> dict[str, float]:
-    """Largest |Spearman of the suite's scores - the Captum loop's| per method, over stages, metrics, images."""
+def max_diffs(ours: Scores, ref: Scores) -> dict[str, float]:
+    """Largest |ours - ref| per method over the keys of ``ref`` (stages, metrics, images)."""
     diffs: dict[str, float] = {}
     for (stage, name, metric), values in ref.items():
-        ours = df[(df.stage == stage) & (df.method == name) & (df.metric == metric)].sort_values("image")
-        d = np.abs(ours.value.to_numpy() - values)
+        d = np.abs(ours[(stage, name, metric)] - values)
         diffs[name] = max(diffs.get(name, 0.0), float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
     return diffs
+
+
+def spearman_diffs(df, ref: Scores) -> dict[str, float]:
+    """Largest |Spearman of the suite's scores (a table) - ``ref``'s| per method."""
+    ours = {(stage, name, metric): df[(df.stage == stage) & (df.method == name) & (df.metric == metric)]
+            .sort_values("image").value.to_numpy() for stage, name, metric in ref}
+    return max_diffs(ours, ref)
 
 
 def profile_suite(run: Callable[[], Any], top: int = 14) -> dict[str, Any]:
@@ -404,10 +412,7 @@ def memory_probe(args: argparse.Namespace) -> None:
     # Stages beyond the model's own: the cascade's stages again (same work per stage, more stages).
     chosen = [stage_list[0]] + [stage_list[1 + (i % (len(stage_list) - 1))] for i in range(args.probe_stages - 1)]
     before = peak_rss_mb()
-    drawn: dict[int, torch.Tensor] = {}
-    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in chosen)
-    scored = score_stages(cfg, arch, list(validate(cfg)[1]), contexts, s, n_stages=len(chosen), shared_model=model,
-                          drawn=drawn)
+    scored = score_model_stages(cfg, arch, list(validate(cfg)[1]), model, chosen, s)
     print(json.dumps({"images": args.n_images, "stages": len(chosen), "peak_rss_mb": round(peak_rss_mb(), 1),
                       "rss_before_mb": round(before, 1), "seconds": round(scored.seconds, 2)}))
 
@@ -531,20 +536,16 @@ def main() -> None:
                               "passes_needed": passes, "passes_per_image_per_stage": engine.passes_per_image}
     times: dict[str, float] = {}
 
-    # Warm-up, untimed: the first passes of a process pay for memory and oneDNN set-up, whichever way runs
-    # first. The suite's own path on 8 images: its chunks are as large as with 64, so its memory is set up too.
-    warm = dataclasses.replace(s, images=tuple(t[:8] for t in s.images))
-    score_stages(cfg, arch, methods, ((st, randomized(model, arch, st, cfg.randomization, cfg.seed))
-                                      for st in stage_list), warm, n_stages=n_stages, shared_model=model)
-
-    def suite(share: bool, conv_input_grad: str = "auto"):
-        """(a) once; with share=False every stage's model runs whole (the bound's kind of pass)."""
+    def suite(share: bool, conv_input_grad: str = "auto", setup: Setup = s):
+        """(a) once, as a run does it; with share=False every stage's model runs whole (the bound's kind of pass)."""
         run = dataclasses.replace(cfg, share_unchanged_layers=share, conv_input_grad=conv_input_grad)
         start = time.perf_counter()
-        drawn: dict[int, torch.Tensor] = {}  # as a run does it: each unit drawn once
-        contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in stage_list)
-        out = score_stages(run, arch, methods, contexts, s, n_stages=n_stages, shared_model=model, drawn=drawn)
+        out = score_model_stages(run, arch, methods, model, stage_list, setup)
         return time.perf_counter() - start, out
+
+    # Warm-up, untimed: the first passes of a process pay for memory and oneDNN set-up, whichever way runs
+    # first. The suite's own path on 8 images: its chunks are as large as with 64, so its memory is set up too.
+    suite(True, setup=dataclasses.replace(s, images=tuple(t[:8] for t in s.images)))
 
     # --repeats: the two suite ways alternately, each figure the median (the cores are noisy)
     runs: dict[str, list[float]] = {"a_suite": [], "a_suite_stagewise": []}
@@ -582,15 +583,9 @@ def main() -> None:
         noisy = [m for m in ("smoothgrad", "vargrad") if m in cfg.method]
         if noisy and "precision" not in skip:
             exact = run_captum_loop(cfg, arch, model, x, ids, args.captum_chunk, float64_sums=True, only=noisy)
-            check: dict[str, dict[str, float]] = {}
-            for (stage, name, metric), values in exact.items():
-                ours = df[(df.stage == stage) & (df.method == name) & (df.metric == metric)].sort_values("image")
-                row = check.setdefault(name, {"suite_vs_float64": 0.0, "captum_vs_float64": 0.0})
-                row["suite_vs_float64"] = max(row["suite_vs_float64"],
-                                              float(np.nanmax(np.abs(ours.value.to_numpy() - values))))
-                row["captum_vs_float64"] = max(row["captum_vs_float64"],
-                                               float(np.nanmax(np.abs(ref[(stage, name, metric)] - values))))
-            result["max_abs_spearman_diff_vs_captum_float64"] = check
+            suite_off, captum_off = spearman_diffs(df, exact), max_diffs(ref, exact)
+            result["max_abs_spearman_diff_vs_captum_float64"] = {
+                name: {"suite_vs_float64": suite_off[name], "captum_vs_float64": captum_off[name]} for name in suite_off}
     if args.float64:
         # How precise float32 scores are at all: the same work on a float64 copy of every stage's model
         result["max_abs_spearman_diff_vs_float64_model"] = float64_check(cfg, arch, methods, model, stage_list, s,
@@ -634,7 +629,7 @@ def main() -> None:
         result["memory"] = memory_table(args)
 
     print()
-    print(f"| way | seconds | vs suite |")
+    print("| way | seconds | vs suite |")
     print("|---|--:|--:|")
     labels = {"a_suite": "(a) this suite", "a_suite_stagewise": "(a) this suite, stages one at a time",
               "b_captum_loop_default": "(b) Captum loop + scipy spearmanr, Captum's default batching",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from benchmark.config import Order
-from benchmark.experiment import score_stages, validate
+from benchmark.experiment import validate
+from benchmark.model_randomization import score_model_stages
 from benchmark.methods.engine import swapped
 from benchmark.randomization import randomized, stage_cut, stages
 
@@ -31,9 +32,7 @@ def _score(cfg, arch, model, s, share, order):
     cfg.share_unchanged_layers = share
     cfg.randomization.order = order
     _, methods = validate(cfg)
-    stage_list = stages(arch, order, None)
-    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed)) for st in stage_list)
-    return score_stages(cfg, arch, methods, contexts, s, n_stages=len(stage_list), shared_model=model)
+    return score_model_stages(cfg, arch, methods, model, stages(arch, order, None), s)
 
 
 @pytest.mark.parametrize("model_name,order", [("cnn", Order.cascading), ("cnn", Order.independent),

@@ -18,7 +18,6 @@ trained here.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import re
 from pathlib import Path

@@ -42,7 +42,7 @@ class MnistCNN(nn.Module):
             ("conv1", lambda x: F.max_pool2d(self.conv1(x), 2)),
             ("conv2", lambda x: F.max_pool2d(self.conv2(x), 2)),
             ("fc1", lambda x: F.relu(self.fc1(x.flatten(1)))),
-            ("logits", lambda x: self.logits(x)),
+            ("logits", self.logits),
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

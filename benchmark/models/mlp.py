@@ -23,7 +23,7 @@ class MnistMLP(nn.Module):
             ("hidden1", lambda x: F.relu(self.hidden1(x.flatten(1)))),
             ("hidden2", lambda x: F.relu(self.hidden2(x))),
             ("hidden3", lambda x: F.relu(self.hidden3(x))),
-            ("logits", lambda x: self.logits(x)),
+            ("logits", self.logits),
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
