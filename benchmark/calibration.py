@@ -44,9 +44,10 @@ def calibration_scores(reference: dict[str, dict[str, np.ndarray]], noise_a: dic
     """
     rows: list[dict[str, Any]] = []
     pairs = [("noise_vs_noise", None, noise_a)] + [("map_vs_noise", m, maps) for m, maps in reference.items()]
+    against = {metric.name: metric.prepare(noise_b[metric.input]) for metric in metrics}  # every pair's second map
     for kind, method, maps in pairs:
         for metric in metrics:
-            sc = metric.score(maps[metric.input], noise_b[metric.input], similarity)
+            sc = metric.score(maps[metric.input], against[metric.name], similarity)
             for i, image in enumerate(image_ids):
                 rows.append({"kind": kind, "method": method, "metric": metric.name, "image": int(image),
                              "value": float(sc.value[i]), "nan_reason": sc.nan_reason[i],

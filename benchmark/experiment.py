@@ -322,7 +322,7 @@ def score_stages(
     rows: list[dict[str, Any]] = []
     saved = SavedMaps()
     stage_meta: list[dict[str, Any]] = []
-    reference: dict[str, dict[str, np.ndarray]] = {}
+    reference: dict[tuple[str, str], Any] = {}  # (method, metric) -> stage 0's maps, prepared by the metric
     calibration: Optional[pd.DataFrame] = None
     ref_logits: Optional[torch.Tensor] = None
     passes = 0
@@ -360,11 +360,13 @@ def score_stages(
         non_finite = {n: k for n, k in non_finite.items() if k}
         processed = process(maps, cfg.similarity.percentile)
         if stage.index == 0:
-            reference = processed
-            calibration = _calibrate(reference, ids, tuple(x.shape[-2:]), metrics, cfg)
+            calibration = _calibrate(processed, ids, tuple(x.shape[-2:]), metrics, cfg)
+            # stage 0's maps as every stage's comparison reads them, prepared once (Spearman: ranked)
+            reference = {(m.name, metric.name): metric.prepare(processed[m.name][metric.input])
+                         for m in methods for metric in metrics}
         for method in methods:
             for metric in metrics:
-                sc = metric.score(reference[method.name][metric.input], processed[method.name][metric.input],
+                sc = metric.score(reference[method.name, metric.name], processed[method.name][metric.input],
                                   cfg.similarity)
                 for i in range(len(x)):
                     rows.append({

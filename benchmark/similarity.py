@@ -11,7 +11,7 @@ never a silent number.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from scipy.stats import rankdata
@@ -43,14 +43,48 @@ def tie_fraction(x: np.ndarray) -> np.ndarray:
     return tied.mean(axis=1)
 
 
-def _degenerate(a: np.ndarray, b: np.ndarray) -> list[Optional[str]]:
+@dataclass(frozen=True)
+class Rows:
+    """A (B, ...) batch of maps as (B, N) float64 rows, with what comparing it needs, computed once.
+
+    ``ranks`` (scipy ``rankdata`` average ranks, per row) and ``ties`` (``tie_fraction``) only for rank
+    statistics. A batch compared with several others (stage 0's maps, with every stage's) is prepared once:
+    ranking is most of a Spearman comparison's time.
+    """
+
+    values: np.ndarray
+    finite: np.ndarray  # (B,) bool
+    constant: np.ndarray  # (B,) bool: one value in the row
+    ranks: Optional[np.ndarray] = None
+    ties: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def rows(x: np.ndarray | Rows, ranked: bool = True) -> Rows:
+    """``x`` prepared for comparison (returned as is when already prepared, ranked if asked)."""
+    if isinstance(x, Rows) and (x.ranks is not None or not ranked):
+        return x
+    v = x.values if isinstance(x, Rows) else np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    finite = np.isfinite(v).all(axis=1)
+    constant = v.max(axis=1) == v.min(axis=1)
+    if not ranked:
+        return Rows(v, finite, constant)
+    ranks = np.full(v.shape, np.nan)
+    if finite.any():  # rankdata per row: the same ranks whatever other rows there are
+        ranks[finite] = rankdata(v[finite], axis=1)
+    return Rows(v, finite, constant, ranks, tie_fraction(v))
+
+
+def _degenerate(a: np.ndarray | Rows, b: np.ndarray | Rows) -> list[Optional[str]]:
     """Why each pair of (B, N) rows cannot be compared, or None."""
+    a, b = rows(a, ranked=False), rows(b, ranked=False)
     reasons: list[Optional[str]] = []
-    for ra, rb in zip(a, b):
-        if not (np.isfinite(ra).all() and np.isfinite(rb).all()):
+    for fa, fb, ca, cb in zip(a.finite, b.finite, a.constant, b.constant):
+        if not (fa and fb):
             reasons.append("non_finite_map")
             continue
-        ca, cb = ra.max() == ra.min(), rb.max() == rb.min()
         reasons.append(
             "constant_map_both" if ca and cb else "constant_map_original" if ca
             else "constant_map_randomized" if cb else None
@@ -66,25 +100,26 @@ def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.clip((a * b).sum(axis=1) / den, -1.0, 1.0)
 
 
-def correlation(a: np.ndarray, b: np.ndarray, kind: Correlation = Correlation.spearman) -> Scores:
-    """Row-wise correlation of (B, ...) arrays, flattened per row; Spearman = Pearson of average ranks."""
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+def correlation(a: np.ndarray | Rows, b: np.ndarray | Rows, kind: Correlation = Correlation.spearman) -> Scores:
+    """Row-wise correlation of (B, ...) arrays (or ``rows`` of them), flattened per row; Spearman = Pearson of
+    average ranks."""
+    spearman_kind = Correlation(kind) == Correlation.spearman
+    a, b = rows(a, ranked=spearman_kind), rows(b, ranked=spearman_kind)
     reasons = _degenerate(a, b)
     ok = np.array([r is None for r in reasons])
     value = np.full(len(a), np.nan)
     ties = np.full(len(a), np.nan)
     if ok.any():
-        if Correlation(kind) == Correlation.spearman:
-            ra, rb = rankdata(a[ok], axis=1), rankdata(b[ok], axis=1)
-            ties[ok] = np.maximum(tie_fraction(a[ok]), tie_fraction(b[ok]))
+        if spearman_kind:
+            ra, rb = a.ranks[ok], b.ranks[ok]
+            ties[ok] = np.maximum(a.ties[ok], b.ties[ok])
         else:
-            ra, rb = a[ok], b[ok]
+            ra, rb = a.values[ok], b.values[ok]
         value[ok] = _rowwise_pearson(ra, rb)
     return Scores(value, reasons, ties)
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> Scores:
+def spearman(a: np.ndarray | Rows, b: np.ndarray | Rows) -> Scores:
     return correlation(a, b, Correlation.spearman)
 
 
@@ -151,12 +186,15 @@ class Metric:
     higher_is_more_similar: bool
     # Spearman-based, so ties matter and tie_fraction is reported (HOG: only with the code profile).
     rank_based: bool
-    score: Callable[[np.ndarray, np.ndarray, SimilarityConfig], Scores]
+    score: Callable[[Any, Any, SimilarityConfig], Scores]
+    # What ``score`` takes in place of a batch of maps, computed once for a batch compared several times.
+    prepare: Callable[[np.ndarray], Any] = lambda maps: maps
 
 
 METRICS: dict[str, Metric] = {
-    "spearman_abs": Metric("spearman_abs", "abs", (-1.0, 1.0), True, True, lambda a, b, c: spearman(a, b)),
-    "spearman": Metric("spearman", "signed", (-1.0, 1.0), True, True, lambda a, b, c: spearman(a, b)),
+    "spearman_abs": Metric("spearman_abs", "abs", (-1.0, 1.0), True, True, lambda a, b, c: spearman(a, b),
+                           rows),
+    "spearman": Metric("spearman", "signed", (-1.0, 1.0), True, True, lambda a, b, c: spearman(a, b), rows),
     "ssim": Metric("ssim", "minmax", (-1.0, 1.0), True, False,
                    lambda a, b, c: ssim(a, b, c.ssim_window or SsimWindow.gaussian)),
     "hog": Metric("hog", "minmax", (-1.0, 1.0), True, True,

@@ -22,6 +22,45 @@ class ConvBlock(nn.Module):
         return F.relu(self.conv(x))
 
 
+def _observed(module: nn.Module) -> bool:
+    """Whether something reads the module's output (a forward hook: GradCAM's capture, Captum's layer methods)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
+def conv_pool(block: ConvBlock, x: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(block(x), 2)``, with the ReLU after the pooling unless the block's output is observed.
+
+    ReLU and max-pooling commute, values and gradients alike, Guided Backprop's included: the pooled
+    maximum is positive exactly when the window's ReLU output is, and both route the gradient to the
+    window's first maximum. After the pooling the ReLU reads and writes a quarter of the elements, forward
+    and backward: for the MNIST CNN's conv1 on 128 images, 7.4 ms of a 53 ms forward+backward pass on 2
+    cores. An observed block (GradCAM's layer) keeps its declared output, the ReLU's.
+    """
+    if _observed(block):
+        return F.max_pool2d(block(x), 2)
+    return F.relu(F.max_pool2d(block.conv(x), 2))
+
+
+class _Flatten(torch.autograd.Function):
+    """``x.flatten(1)`` whose gradient comes back in ``x``'s memory layout.
+
+    A channels-last ``x`` otherwise gets a plain gradient, and max-pooling's backward then converts
+    layouts in three copies of its 4x larger input (2.2 ms a pass for the MNIST CNN's conv2 at 128 images).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        ctx.layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
+        return x.flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.shape).contiguous(memory_format=ctx.layout)
+
+
 class MnistCNN(nn.Module):
     """conv 5x5x32 + ReLU, maxpool 2, conv 5x5x64 + ReLU, maxpool 2, FC 1024 + ReLU, FC 10."""
 
@@ -39,9 +78,9 @@ class MnistCNN(nn.Module):
         them unchanged; the engine computes those once for every stage (``Engine.explain_stages``).
         """
         return [
-            ("conv1", lambda x: F.max_pool2d(self.conv1(x), 2)),
-            ("conv2", lambda x: F.max_pool2d(self.conv2(x), 2)),
-            ("fc1", lambda x: F.relu(self.fc1(x.flatten(1)))),
+            ("conv1", lambda x: conv_pool(self.conv1, x)),
+            ("conv2", lambda x: conv_pool(self.conv2, x)),
+            ("fc1", lambda x: F.relu(self.fc1(_Flatten.apply(x)))),
             ("logits", self.logits),
         ]
 
