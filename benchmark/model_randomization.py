@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -48,9 +48,12 @@ def score_model_stages(cfg: ExperimentConfig, arch: Architecture, methods: list[
     """``score_stages`` over ``model`` re-initialized stage by stage in place, as a run does it.
 
     Each unit is drawn once for every stage it is part of (``randomized(..., drawn)``), and the stages go
-    together where the model allows it (``shared_model``), sharing the drawn weights.
+    together where the model allows it (``shared_model``), sharing the drawn weights. The draws are kept (one
+    model's worth of weights at most) only when a unit is part of several stages (cascading, bottom-up): with
+    the independent order nothing is reused, and stages run one at a time hold no copies.
     """
-    drawn: dict[int, torch.Tensor] = {}
+    units = [u for st in stage_list for u in st.units]
+    drawn: Optional[dict[int, torch.Tensor]] = {} if len(units) > len(set(units)) else None
     contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in stage_list)
     return score_stages(cfg, arch, methods, contexts, s, n_stages=len(stage_list), shared_model=model, drawn=drawn)
 

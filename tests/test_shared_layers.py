@@ -156,3 +156,17 @@ def test_torchvision_steps_are_the_eval_forward(name, scaling):
         assert list(ref.state_dict()) == list(model.state_dict())
         assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), model.state_dict().values()))
         assert torch.equal(ref(x), h)
+
+
+@pytest.mark.parametrize("order,kept", [(Order.cascading, True), (Order.bottom_up, True), (Order.independent, False)])
+def test_draws_are_kept_only_when_a_later_stage_reuses_them(tmp_path, monkeypatch, order, kept):
+    import benchmark.model_randomization as MR
+
+    cfg, arch, model, s = _setup(tmp_path, "mlp")
+    given = []
+    original = MR.randomized
+    monkeypatch.setattr(MR, "randomized", lambda *a, **k: (given.append(a[-1]), original(*a, **k))[1])
+    cfg.share_unchanged_layers = False
+    _score(cfg, arch, model, s, False, order)
+    assert len(given) == len(stages(arch, order, None))
+    assert all((d is not None) == kept for d in given)
