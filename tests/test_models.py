@@ -83,3 +83,16 @@ def test_flatten_returns_the_gradient_in_the_input_layout():
     plain = torch.randn(3, 4, 5, 5, requires_grad=True)
     (gp,) = torch.autograd.grad(_Flatten.apply(plain), [plain], g)
     assert gp.is_contiguous()
+
+
+def test_a_backward_hook_on_a_block_sees_its_declared_output_gradient():
+    torch.manual_seed(4)
+    model = MnistCNN().eval()
+    seen = []
+    handle = model.conv1.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
+    try:
+        x = _inputs().requires_grad_(True)
+        model(x)[:, 3].sum().backward()
+    finally:
+        handle.remove()
+    assert seen == [torch.Size([6, 32, 28, 28])]

@@ -23,9 +23,12 @@ class ConvBlock(nn.Module):
 
 
 def _observed(module: nn.Module) -> bool:
-    """Whether something reads the module's output (a forward hook: GradCAM's capture, Captum's layer methods)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
-                or nn.modules.module._global_forward_pre_hooks)
+    """Whether something hooks the module's input or output (GradCAM's capture, Captum's layer methods, a full
+    backward hook): then it must run as declared."""
+    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    glob = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks")
+    return (any(getattr(module, name, None) for name in own)
+            or any(getattr(nn.modules.module, name, None) for name in glob))
 
 
 def conv_pool(block: ConvBlock, x: torch.Tensor) -> torch.Tensor:
