@@ -17,6 +17,13 @@ _PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-image", "scikit-l
              "submitit", "joblib", "filelock", "captum")
 
 
+def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+    """Channels-last for a 4-D tensor laid out so and not also plain-contiguous (one channel, 1x1), else plain."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def select_device(device: Device | str) -> torch.device:
     """``auto``: CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     device = Device(device)

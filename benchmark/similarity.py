@@ -131,7 +131,7 @@ def ssim(a: np.ndarray, b: np.ndarray, window: SsimWindow = SsimWindow.gaussian)
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    reasons = _degenerate(a.reshape(len(a), -1), b.reshape(len(b), -1))
+    reasons = _degenerate(a, b)
     value = np.full(len(a), np.nan)
     kwargs = ({"gaussian_weights": True, "sigma": 1.5} if SsimWindow(window) == SsimWindow.gaussian
               else {"win_size": 5})
@@ -166,7 +166,7 @@ def _hog_stack(maps: np.ndarray, pixels_per_cell: int, cells_per_block: int) -> 
 def hog_similarity(a: np.ndarray, b: np.ndarray, pixels_per_cell: int, cells_per_block: int = 2,
                    kind: Correlation = Correlation.spearman) -> Scores:
     """Correlation of the HOG descriptors of (B, H, W) maps (code: Spearman; paper: Pearson)."""
-    reasons = _degenerate(np.asarray(a).reshape(len(a), -1), np.asarray(b).reshape(len(b), -1))
+    reasons = _degenerate(a, b)
     fa = hog_features(a, pixels_per_cell, cells_per_block)
     fb = hog_features(b, pixels_per_cell, cells_per_block)
     scores = correlation(fa, fb, kind)

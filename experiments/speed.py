@@ -49,7 +49,7 @@ from benchmark.experiment import Setup, score_stages, select_images, validate  #
 from benchmark.model_randomization import score_model_stages  # noqa: E402
 from benchmark.data import load_dataset  # noqa: E402
 from benchmark.methods.engine import (Engine, channels_last, few_channel_convs, noise_scale, path_alphas,  # noqa: E402
-                                      standard_noise)
+                                      prepared, standard_noise)
 from benchmark.postprocess import abs_map, signed_map  # noqa: E402
 from benchmark.randomization import randomized, stages  # noqa: E402
 from benchmark.runtime import keep_freed_memory, select_device, set_threads  # noqa: E402
@@ -311,19 +311,13 @@ def measure_bound(model: nn.Module, shape: tuple[int, ...], batches: list[int], 
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
+    with prepared(model):
         grid = {f"{'channels_last' if cl else 'plain'}@{b}": time_pass(model, shape, b, cl, convs)
                 for b in batches for cl in (False, True)}
         xi = torch.rand((1,) + tuple(shape), requires_grad=True)
         with FlopCounterMode(display=False) as counter:
             model(xi)[:, 0].sum().backward()  # (autograd.grad on a leaf is not supported under the counter)
         flops = counter.get_total_flops()
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
     best = min(grid, key=lambda k: grid[k][0])
     return {"per_item_s": {k: v[0] for k, v in grid.items()}, "median_per_item_s": {k: v[1] for k, v in grid.items()},
             "best": best, "best_per_item_s": grid[best][0], "best_median_per_item_s": grid[best][1],

@@ -166,7 +166,6 @@ def test_draws_are_kept_only_when_a_later_stage_reuses_them(tmp_path, monkeypatc
     given = []
     original = MR.randomized
     monkeypatch.setattr(MR, "randomized", lambda *a, **k: (given.append(a[-1]), original(*a, **k))[1])
-    cfg.share_unchanged_layers = False
     _score(cfg, arch, model, s, False, order)
     assert len(given) == len(stages(arch, order, None))
     assert all((d is not None) == kept for d in given)

@@ -27,6 +27,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from benchmark import rng
+from benchmark.runtime import memory_format_of
 from benchmark.methods.base import GradientPass, Method, NoisyGradients, PathGradients, Primitive
 
 IG_RULES = ("linspace", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -139,8 +140,7 @@ class _FewChannelConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation):
         ctx.save_for_backward(weight)
-        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        ctx.geometry = (tuple(x.shape), stride, padding, dilation, layout)
+        ctx.geometry = (tuple(x.shape), stride, padding, dilation, memory_format_of(x))
         return F.conv2d(x, weight, bias, stride, padding, dilation)
 
     @staticmethod

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.runtime import memory_format_of
+
 
 class ConvBlock(nn.Module):
     """Convolution with 'same' padding followed by a ReLU; GradCAM reads its output."""
@@ -54,9 +56,7 @@ class _Flatten(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
-        ctx.shape = x.shape
-        ctx.layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last) else torch.contiguous_format
+        ctx.shape, ctx.layout = x.shape, memory_format_of(x)
         return x.flatten(1)
 
     @staticmethod
