@@ -1,6 +1,6 @@
 # Two commands do everything, set-up included:
 #   make run    train (or load) the MNIST CNN on the bundled digits and run the cascading test
-#   make test   the test suite
+#   make test   the linter (ruff) and the test suite
 # Both create .venv on first use. ARGS passes Hydra overrides: make run ARGS="randomization=independent"
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,6 +21,7 @@ run: install
 	$(PY) experiments/model_randomization.py $(ARGS)
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -75,6 +75,19 @@ class ModelConfig:
     # ImageNet models: imagenet (torchvision's mean / std, the default) or minus_one_one (the
     # paper's Inception input, 2x - 1).
     input_scaling: Optional[str] = None
+    # model=custom: an importable "module:attribute" naming an nn.Module, its class, or a function
+    # returning one (called without arguments), e.g. my_models:make_net.
+    target: Optional[str] = None
+    # model=torchvision: any torchvision classification model by name, e.g. resnet18.
+    arch: Optional[str] = None
+    # Units to randomize, {unit name: [module paths]} in forward order. None: the architecture's
+    # declared units, or (model=custom / torchvision) units derived from the forward pass.
+    units: Any = None  # Optional[Dict[str, List[str]]]; Any because OmegaConf cannot override a None dict node
+    # Module whose output GradCAM reads. None: the declared layer, or the last unit with a 4-D output.
+    gradcam_layer: Optional[str] = None
+    # model=custom: train the model on the run's data like the built-in models (false: use it as
+    # model.target returns it, with model.weights loaded when given).
+    train: bool = False
 
 
 @dataclass

@@ -203,6 +203,16 @@ METRICS: dict[str, Metric] = {
 }
 
 
+def register_metric(metric: Metric) -> Metric:
+    """Add a metric under its name (``similarity.metrics=[..., name]`` selects it); a taken name is an error."""
+    if metric.name in METRICS:
+        raise ValueError(f"metric {metric.name!r} is registered already")
+    if metric.input not in ("abs", "signed", "minmax"):
+        raise ValueError(f"metric {metric.name!r}: input={metric.input!r} must be abs, signed or minmax")
+    METRICS[metric.name] = metric
+    return metric
+
+
 def check_metrics(names: list[str]) -> None:
     if not names:
         raise ValueError(f"similarity.metrics is empty; choose some of {list(METRICS)}")

@@ -42,19 +42,24 @@ def to_plain(obj: Any) -> Any:
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
+    if callable(obj) and not isinstance(obj, (str, int, float, bool)):  # a user's function: its import path
+        return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
     return obj
 
 
-def config_hash(cfg: ExperimentConfig, length: int = 10) -> str:
-    """Hash of the resolved config without the keys that do not change results."""
+def config_hash(cfg: ExperimentConfig, length: int = 10, identity: dict[str, Any] | None = None) -> str:
+    """Hash of the resolved config without the keys that do not change results (and of ``identity``, when given:
+    digests of a given model's weights and inputs)."""
     plain = {k: v for k, v in to_plain(cfg).items() if k not in NON_RESULT_KEYS}
+    if identity:
+        plain["identity"] = identity
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def run_id(cfg: ExperimentConfig, test: str) -> str:
+def run_id(cfg: ExperimentConfig, test: str, identity: dict[str, Any] | None = None) -> str:
     """Readable and stable: ``<model>_<data>_<test>_s<seed>_<hash>``."""
-    return f"{cfg.model.name}_{cfg.data.name}_{test}_s{cfg.seed}_{config_hash(cfg)}"
+    return f"{cfg.model.name}_{cfg.data.name}_{test}_s{cfg.seed}_{config_hash(cfg, identity=identity)}"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

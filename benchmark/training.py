@@ -228,6 +228,20 @@ def train_model(
     return TrainedModel(model, labels, train_acc, eval_acc, ckpt, cached, time.time() - start, epochs_run)
 
 
+def given_model(model: nn.Module, data: Dataset, device: torch.device, source: str,
+                labels: Labels = "true") -> TrainedModel:
+    """A model used as it is (a user's instance, a torchvision model, ``model=custom`` without training):
+    moved to ``device``, eval mode, its accuracy measured where the data have labels."""
+    start = time.time()
+    model = model.to(device).eval()
+    known = data.eval_labels >= 0
+    eval_acc = evaluate(model, data.eval_images[known], data.eval_labels[known]) if bool(known.any()) else None
+    train_acc = None
+    if len(data.train_images) and labels == "true" and bool((data.train_labels >= 0).all()):
+        train_acc = evaluate(model, data.train_images, data.train_labels)
+    return TrainedModel(model, labels, train_acc, eval_acc, source, True, time.time() - start)
+
+
 def load_pretrained(arch: Architecture, data: Dataset, seed: int, device: torch.device, weights: Optional[str],
                     start: float) -> TrainedModel:
     """An ImageNet model: torchvision weights or a file, or random weights (``weights=None``); never trained.

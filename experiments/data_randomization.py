@@ -13,7 +13,7 @@ from common import main_for
 from benchmark.data_randomization import run
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="data_randomization")
+@hydra.main(version_base="1.3", config_path="../benchmark/conf", config_name="data_randomization")
 def main(cfg: DictConfig) -> None:
     main_for(run, cfg)
 

@@ -10,29 +10,16 @@ verdicts.csv, figures/. Runs that failed or did not finish are listed with the r
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from common import log
+from common import log  # noqa: F401  (puts the repository on the path)
 
-from benchmark.config import ReportConfig
-from benchmark.report import write_comparative_report
-from benchmark.report.stats import check_verdict
-from benchmark.similarity import METRICS
+from benchmark.cli import write_report
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@hydra.main(version_base="1.3", config_path="../benchmark/conf", config_name="report")
 def main(cfg: DictConfig) -> None:
-    rc = OmegaConf.to_object(cfg)
-    assert isinstance(rc, ReportConfig), type(rc)
-    try:
-        if rc.metric not in METRICS:
-            raise ValueError(f"metric={rc.metric!r} is not a known metric; use one of {list(METRICS)}")
-        check_verdict(rc.verdict)
-        out = write_comparative_report(rc.root, rc.out, rc.verdict, rc.metric)
-    except ValueError as err:  # bad input: the message names the key, the value and the fix
-        log.error("%s", err)
-        raise SystemExit(2) from None
-    print(f"report: {out / 'report.html'}")
+    write_report(cfg)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's catalogue of bad input, replayed row by row; non-finite model output recorded, not a crash."""
+"""The bad-input catalogue of docs/bad_input.md, replayed row by row; non-finite model output recorded, not a crash."""
 
 import json
 import re
@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def catalogue() -> list[tuple[str, str]]:
-    """(input, message) rows of the first table under the README's 'Bad input' heading."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Bad input"):]
+    """(input, message) rows of the first table under the 'Bad input' heading of docs/bad_input.md."""
+    text = (ROOT / "docs" / "bad_input.md").read_text()
+    section = text[text.index("# Bad input"):]
     table = section[section.index("| input |"):].split("\n\n", 1)[0].splitlines()[2:]
     rows = []
     for line in table:
@@ -101,7 +101,7 @@ def test_unwritable_results_folder_fails_before_data_or_training(tmp_path, monke
     def no_data(*a, **k):
         raise AssertionError("data loaded before the results folder was checked")
 
-    monkeypatch.setattr("benchmark.experiment.load_dataset", no_data)
+    monkeypatch.setattr("benchmark.plan.load_dataset", no_data)
     from test_run import smoke_cfg
 
     with pytest.raises(ValueError, match="results_root=.* cannot be written"):

@@ -12,7 +12,7 @@ import common  # noqa: F401  (registers the schema)
 from benchmark.config import Order, Profile, Reinit, resolve_profile
 from benchmark.data import LOADERS, PHOTO_LOADERS
 from benchmark.methods import METHODS
-from benchmark.models import ARCHITECTURES
+from benchmark.models import ARCHITECTURES, EXTERNAL
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -48,7 +48,7 @@ def test_registry_keys_have_conf_and_module_files():
         assert (CONF / "method" / f"{key}.yaml").exists(), key
         assert (ROOT / "benchmark" / "methods" / f"{key}.py").exists(), key
     assert {f.stem for f in (CONF / "method").glob("*.yaml")} == set(METHODS)
-    assert {f.stem for f in (CONF / "model").glob("*.yaml")} == set(ARCHITECTURES)
+    assert {f.stem for f in (CONF / "model").glob("*.yaml")} == set(ARCHITECTURES) | set(EXTERNAL)
     assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS) | set(PHOTO_LOADERS)
 
 

@@ -14,7 +14,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 import common  # noqa: F401  (registers the schema)
-from benchmark import model_randomization, store
+from benchmark import store
 from benchmark.model_randomization import RUN_FILES, run
 from benchmark.similarity import METRICS
 from conftest import smoke_cfg
@@ -172,7 +172,7 @@ def test_bad_input_fails_before_any_training(tmp_path, monkeypatch, overrides, m
     def no_training(*a, **k):
         raise AssertionError("training started before the input was checked")
 
-    monkeypatch.setattr(model_randomization, "train_model", no_training)
+    monkeypatch.setattr("benchmark.checks.model_randomization.train_model", no_training)
     cfg = smoke_cfg(tmp_path, *overrides)
     with pytest.raises(ValueError, match=match):
         run(cfg)

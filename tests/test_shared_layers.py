@@ -55,11 +55,11 @@ def test_shared_layers_give_the_same_scores_and_maps_bit_for_bit(tmp_path, model
 
 
 def test_stages_in_groups_give_the_same_scores(tmp_path, monkeypatch):
-    from benchmark import experiment
+    from benchmark import schedule
 
     cfg, arch, model, s = _setup(tmp_path, "cnn")
     whole = _score(cfg, arch, model, s, False, Order.cascading)
-    monkeypatch.setattr(experiment, "JOINT_STAGES", 2)  # groups of 2, 2 and 1 stages
+    monkeypatch.setattr(schedule, "JOINT_STAGES", 2)  # groups of 2, 2 and 1 stages
     grouped = _score(cfg, arch, model, s, True, Order.cascading)
     assert grouped.scores.equals(whole.scores)
 
@@ -92,7 +92,7 @@ def test_a_stage_state_is_swapped_back_after_an_error():
 def test_over_the_memory_budget_stages_run_one_at_a_time(tmp_path, caplog):
     cfg, arch, model, s = _setup(tmp_path, "cnn")
     cfg.memory_budget_mb = 1  # the model's own weights alone are 13 MB
-    with caplog.at_level("INFO", logger="benchmark.experiment"):
+    with caplog.at_level("INFO", logger="benchmark.schedule"):
         scored = _score(cfg, arch, model, s, True, Order.cascading)
     assert "stages explained one at a time" in caplog.text
     assert len(scored.stages) == 5
@@ -160,7 +160,7 @@ def test_torchvision_steps_are_the_eval_forward(name, scaling):
 
 @pytest.mark.parametrize("order,kept", [(Order.cascading, True), (Order.bottom_up, True), (Order.independent, False)])
 def test_draws_are_kept_only_when_a_later_stage_reuses_them(tmp_path, monkeypatch, order, kept):
-    import benchmark.model_randomization as MR
+    import benchmark.checks.model_randomization as MR
 
     cfg, arch, model, s = _setup(tmp_path, "mlp")
     given = []

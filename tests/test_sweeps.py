@@ -187,7 +187,7 @@ def test_sweep_summary_reports_jobs_that_never_reported(tmp_path):
 def test_threads_per_job_never_oversubscribe(monkeypatch, launcher, threads):
     import common
 
-    monkeypatch.setattr(common, "available_cores", lambda: 8)
+    monkeypatch.setattr("benchmark.cli.available_cores", lambda: 8)
     got, why = common.launcher_threads(launcher)
     assert got == threads
     if "Joblib" in launcher["_target_"]:
@@ -222,7 +222,7 @@ def test_paper_experiments_set_their_own_sweep(experiment, runner, order):
     cfg = compose_with_hydra(f"experiment={experiment}", "data.root=/work/shared/data", name=runner)
     assert cfg.hydra.sweeper.params.model == "cnn,mlp"
     assert cfg.data.name == "mnist" and cfg.n_images == 100 and cfg.randomization.order == order
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "common.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "benchmark.cli.SweepSummary"
 
 
 def test_slurm_launcher_config_has_its_settings():

@@ -62,7 +62,7 @@ def _class_index(path: Optional[str]) -> Optional[dict[str, int]]:
     text = Path(path).expanduser().read_text()
     if text.lstrip().startswith("{"):  # Keras: {"0": ["n01440764", "tench"], ...}
         return {v[0]: int(k) for k, v in json.loads(text).items()}
-    return {line.split()[0]: i for i, line in enumerate(l for l in text.splitlines() if l.strip())}
+    return {line.split()[0]: i for i, line in enumerate(s for s in text.splitlines() if s.strip())}
 
 
 def load_image_folder(cfg: DataConfig, pre: Preprocessing, limit: Optional[int] = None) -> Dataset:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from benchmark.methods.base import Method
-from benchmark.methods.captum import CaptumMethod
+from benchmark.methods.base import ExternalMethod, Method
+from benchmark.methods.captum import CaptumMethod, captum_method
 from benchmark.methods.edge import Edge
 from benchmark.methods.engine import IG_RULES, Engine
+from benchmark.methods.custom import CustomMethod
+from benchmark.methods.external import CallableMethod
 from benchmark.methods.gradcam import GradCAM
 from benchmark.methods.gradient import Gradient
 from benchmark.methods.gradient_x_input import GradientXInput
@@ -25,16 +27,38 @@ METHODS: dict[str, type[Method]] = {
     for cls in (Gradient, GradientXInput, IntegratedGradients, SmoothGrad, VarGrad, IGSmoothGrad,
                 GuidedBackprop, GradCAM, GuidedGradCAM, Edge, Noise)
 }
-METHODS["captum"] = CaptumMethod
+METHODS["captum"] = CaptumMethod  # the generic slot; captum_<class> names one class each
+METHODS["custom"] = CustomMethod
 CONTROLS = frozenset(name for name, cls in METHODS.items() if not cls.uses_model)  # edge, noise
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a method class under its ``name`` (a class decorator); a taken name is an error."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} is registered already")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method:
     """One method from its registry key and settings, every setting checked."""
-    if name not in METHODS:
-        raise ValueError(f"method {name!r} is not a known method; use some of {sorted(METHODS)}")
-    cls = METHODS[name]
     settings = dict(settings or {})
+    if name.startswith("captum_") and name not in METHODS:
+        _check_keys(name, CaptumMethod, settings)
+        method = captum_method(name, settings)
+        method.check()
+        return method
+    if name not in METHODS:
+        raise ValueError(f"method {name!r} is not a known method; use some of {sorted(METHODS)}, captum_<class> "
+                         "(a captum.attr class, e.g. captum_deeplift) or custom (method.custom.target=module:fn)")
+    cls = METHODS[name]
+    _check_keys(name, cls, settings)
+    method = cls(**settings)
+    method.check()
+    return method
+
+
+def _check_keys(name: str, cls: type, settings: dict[str, Any]) -> None:
     allowed = {f.name: f for f in dataclasses.fields(cls)}
     for key, value in settings.items():
         if key not in allowed:
@@ -51,9 +75,6 @@ def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method
                              "e.g. 0.0")
         if key == "rule" and value not in IG_RULES:
             raise ValueError(f"method.{name}.rule={value!r} is not an IG rule; use one of {list(IG_RULES)}")
-    method = cls(**settings)
-    method.check()
-    return method
 
 
 def build_methods(spec: Mapping[str, Any]) -> list[Method]:
@@ -66,4 +87,18 @@ def build_methods(spec: Mapping[str, Any]) -> list[Method]:
     return [build_method(name, settings) for name, settings in spec.items()]
 
 
-__all__ = ["METHODS", "CONTROLS", "Method", "Engine", "build_method", "build_methods"]
+def as_method(item: Any) -> Method:
+    """A method as the Python API takes it: a registry key, a Method, a function (model, x, target) -> map, or an
+    object with attribute(inputs, target=...)."""
+    if isinstance(item, Method):
+        item.check()
+        return item
+    if isinstance(item, str):
+        return build_method(item)
+    method = CallableMethod(item)
+    method.check()
+    return method
+
+
+__all__ = ["METHODS", "CONTROLS", "CallableMethod", "CustomMethod", "Engine", "ExternalMethod", "Method",
+           "as_method", "build_method", "build_methods", "register_method"]

@@ -7,7 +7,7 @@ engine (``benchmark.methods.engine``) computes once for every method that asks f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 
@@ -55,7 +55,8 @@ class PathGradients(Primitive):
 
 
 class Method:
-    """Base of every saliency method and control."""
+    """Base of every saliency method and control: engine methods override ``primitives`` and ``combine``,
+    external methods (``ExternalMethod``) override ``attribute``."""
 
     name: ClassVar[str]
     needs_target_layer: ClassVar[bool] = False
@@ -66,6 +67,12 @@ class Method:
     def primitives(self) -> list[Primitive]:
         return []
 
+    def skip(self, arch: Any) -> Optional[str]:
+        """Why this method cannot run on ``arch`` (a ``benchmark.models.Architecture``), or None."""
+        if self.needs_target_layer and getattr(arch, "gradcam_layer", None) is None:
+            return f"needs a convolutional layer and model {arch.name!r} has none"
+        return None
+
     def check(self) -> None:
         """Raise ValueError (key, value, fix) for settings that cannot work; called when built."""
 
@@ -73,5 +80,11 @@ class Method:
         """The map, (B, C, H, W) or (B, 1, H, W), from the primitives' results."""
         raise NotImplementedError
 
-    # A method outside the engine's primitives (the Captum adapter) overrides this instead.
-    attribute = None
+
+
+class ExternalMethod(Method):
+    """A method outside the engine's primitives: it computes its map itself from the stage's model."""
+
+    def attribute(self, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The map for inputs x (B, C, H, W) and target classes (B,)."""
+        raise NotImplementedError

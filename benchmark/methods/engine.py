@@ -28,7 +28,8 @@ from torch.overrides import TorchFunctionMode
 
 from benchmark import rng
 from benchmark.runtime import memory_format_of
-from benchmark.methods.base import GradientPass, Method, NoisyGradients, PathGradients, Primitive
+from benchmark.methods.base import ExternalMethod, GradientPass, Method, NoisyGradients, PathGradients, Primitive
+from benchmark.methods.external import as_map
 
 IG_RULES = ("linspace", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
@@ -542,9 +543,9 @@ class Engine:
             results.layer_gradient = sums.layer_gradient.contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
         for m in self.methods:
-            if m.attribute is not None:
+            if isinstance(m, ExternalMethod):
                 with prepared(self.model), swapped(plan.state):
-                    out[m.name] = m.attribute(self.model, x, plan.target).detach().float().cpu()
+                    out[m.name] = as_map(m, m.attribute(self.model, x, plan.target), x)
             else:
                 out[m.name] = m.combine(results).detach().float().cpu()
         return out

@@ -36,6 +36,8 @@ class Architecture:
     source: str = "trained"
     # How photographs become this model's input (torchvision models only).
     preprocessing: Optional[Preprocessing] = None
+    # What deriving the units found (models the suite did not define): recorded in meta.json.
+    derived: dict = field(default_factory=dict)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -74,13 +76,46 @@ for _name, _notes in (("inception_v3", "torchvision Inception v3 (Adebayo et al.
     )
 
 
+# Model names resolved from their settings rather than declared here (benchmark.models.external).
+EXTERNAL = ("custom", "torchvision")
+
+
+def register_model(arch: Architecture) -> Architecture:
+    """Add an architecture under its name (``model.name=<name>`` selects it); a taken name is an error."""
+    if arch.name in ARCHITECTURES or arch.name in EXTERNAL:
+        raise ValueError(f"model {arch.name!r} is registered already")
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
 def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
         raise ValueError(
-            f"model.name={name!r} is not a known architecture; use one of {sorted(ARCHITECTURES)}"
+            f"model.name={name!r} is not a known architecture; use one of {sorted(ARCHITECTURES) + list(EXTERNAL)}"
         ) from None
+
+
+def with_overrides(arch: Architecture, model: Optional[nn.Module], units: Optional[dict],
+                   gradcam_layer: Optional[str]) -> Architecture:
+    """A declared architecture with ``model.units`` / ``model.gradcam_layer`` replacing its own (checked on
+    ``model``, an instance of it)."""
+    import dataclasses
+
+    from benchmark.models.derive import check_units
+
+    if units is None and gradcam_layer is None:
+        return arch
+    changes: dict = {}
+    if units is not None:
+        changes["units"] = check_units(model, units)
+    if gradcam_layer is not None:
+        if gradcam_layer not in dict(model.named_modules()):
+            raise ValueError(f"model.gradcam_layer={gradcam_layer!r} is not a module of model {arch.name!r}; its "
+                             f"default is {arch.gradcam_layer!r}")
+        changes["gradcam_layer"] = gradcam_layer
+    return dataclasses.replace(arch, **changes)
 
 
 def unit_modules(model: nn.Module, arch: Architecture, unit: str) -> list[nn.Module]:

@@ -1,0 +1,89 @@
+"""What a test is: one object that names its stages, provides the (stage, model) contexts and its meta.
+
+One generic run loop (``benchmark.core``) drives every test: observe a stage's model, schedule the
+stages (``benchmark.schedule``), score, write. A new test is one file with a subclass of ``Check``,
+registered with ``@register``, plus its config.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Optional
+
+import torch
+from torch import nn
+
+from benchmark.config import ExperimentConfig
+from benchmark.randomization import Stage
+from benchmark.training import TrainedModel
+
+
+@dataclass
+class Models:
+    """The models a test's stages are drawn from: the trained one and, for data randomization, the random-label one."""
+
+    trained: TrainedModel
+    random_labels: Optional[TrainedModel] = None
+
+
+@dataclass
+class StageRun:
+    """The stages as (stage, context manager -> model) pairs, and what lets the scheduler explain them together."""
+
+    contexts: Iterable[tuple[Stage, AbstractContextManager[nn.Module]]]
+    n_stages: int
+    shared_model: Optional[nn.Module] = None
+    drawn: Optional[dict[int, torch.Tensor]] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Check:
+    """Base of every test. ``name`` is the registry key and the scores' ``test`` column; ``folder`` the results
+    subfolder (``cfg.test``) and the Hydra config a runner composes."""
+
+    name: ClassVar[str]
+    folder: ClassVar[str]
+    # The verdict every control must get in this test (reports read it).
+    expected_control_verdict: ClassVar[str] = "pass"
+
+    def configure(self, cfg: ExperimentConfig) -> None:
+        """Write the test's choice into ``cfg`` (the folder, a randomization order)."""
+        cfg.test = self.folder
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        """Raise ValueError (key, value, fix) for settings this test cannot use; before any compute."""
+
+    def stages(self, arch: Any, cfg: ExperimentConfig) -> list[Stage]:
+        raise NotImplementedError
+
+    def obtain(self, plan: Any, s: Any) -> Models:
+        """The models, trained or loaded as the config says (the command line's path)."""
+        raise NotImplementedError
+
+    def stage_models(self, plan: Any, models: Models) -> StageRun:
+        raise NotImplementedError
+
+    def meta(self, plan: Any, models: Models) -> dict[str, Any]:
+        """What the test adds to meta.json: the trained model's accuracy, provenance and units by default."""
+        from benchmark.checks.model_randomization import model_meta
+
+        return {"model": model_meta(plan.arch, models.trained)}
+
+
+TESTS: dict[str, Check] = {}
+
+
+def register(check: Check) -> Check:
+    """Add a test to the registry under its name (a second test of the same name is an error)."""
+    if check.name in TESTS:
+        raise ValueError(f"test {check.name!r} is registered twice")
+    TESTS[check.name] = check
+    return check
+
+
+def get_test(name: str) -> Check:
+    try:
+        return TESTS[name]
+    except KeyError:
+        raise ValueError(f"test={name!r} is not a registered test; use one of {sorted(TESTS)}") from None
