@@ -124,6 +124,26 @@ def _architecture(model: nn.Module, example: torch.Tensor, name: Optional[str], 
 
 
 @contextmanager
+def _visible_logs(quiet: bool) -> Iterator[None]:
+    """The suite's INFO lines (the units table, each stage's accuracy) on stderr for the call, unless the caller
+    configured logging itself or asked for ``quiet``."""
+    logger = logging.getLogger("benchmark")
+    if quiet or logger.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@contextmanager
 def _restored(*models: Optional[nn.Module]) -> Iterator[None]:
     """Each model's train/eval mode and device as the caller had them, also after an error."""
     state = [(m, m.training, next(m.parameters()).device) for m in models
@@ -141,7 +161,7 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
                  train_fn: Optional[Callable[[torch.Tensor, torch.Tensor], nn.Module]] = None,
                  train_data: Any = None, model_name: Optional[str] = None, data_name: str = "given",
                  units: Optional[dict[str, list[str]]] = None, gradcam_layer: Optional[str] = None,
-                 **settings: Any) -> Result:
+                 quiet: bool = False, **settings: Any) -> Result:
     """Run the registered ``test`` on ``model`` for the images in ``data``; nothing is written until ``write``.
 
     ``model``: any ``torch.nn.Module`` classifier returning (batch, classes) logits; its units are derived
@@ -152,7 +172,8 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
     takes the random-label model as ``random_model``, or ``train_fn(images, labels) -> model`` with
     ``train_data=(images, labels)``, trained here on a fixed permutation of the labels. Every other config
     key is a keyword of the same name (``n_images=8``, ``profile="code"``, ``randomization={"reinit": ...}``).
-    The model's weights, mode and device are as they were afterwards.
+    The model's weights, mode and device are as they were afterwards. The units table and each stage's line
+    are logged (on stderr unless logging is configured; ``quiet=True`` for none, ``progress=False`` for no bar).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model is a {type(model).__name__}, not a torch.nn.Module classifier")
@@ -172,7 +193,7 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
     if test == "data_randomization" and (random_model is None) == (train_fn is None):
         raise ValueError("test='data_randomization' needs the random-label model: random_model=<model trained on "
                          "permuted labels>, or train_fn=<(images, labels) -> model> with train_data=(images, labels)")
-    with _restored(model, random_model):
+    with _restored(model, random_model), _visible_logs(quiet):
         device, threads, determinism = runtime_setup(cfg)
         first = next(model.parameters(), None)
         example = images[:2].to(first.device if first is not None else "cpu")

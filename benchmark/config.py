@@ -7,7 +7,7 @@ accepts their names from YAML and the command line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
@@ -65,6 +65,17 @@ class Correlation(str, Enum):
     pearson = "pearson"
 
 
+# The groups of keys that change no value: how a run computes (runtime), where it writes (paths), how its
+# reports judge (report). Every other key is a result key: the run id hashes exactly those.
+NEUTRAL_GROUPS = ("runtime", "paths", "report")
+
+
+def _neutral(group: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
+    """A config field in one of ``NEUTRAL_GROUPS`` (its group in the field's metadata)."""
+    assert group in NEUTRAL_GROUPS, group
+    return field(default=default, default_factory=factory, metadata={"group": group})
+
+
 @dataclass
 class ModelConfig:
     name: str = "cnn"
@@ -113,8 +124,8 @@ class DataConfig:
 class TrainingConfig:
     """Adam on cross-entropy. ``training=code`` selects the paper's code: lr 1e-4, 50 / 100 epochs.
 
-    With Adam at lr 1e-3 and batch 50 the paper's CNN never memorized permuted digit labels (stuck at
-    chance for 100 epochs); lr 3e-4 with batch 16 reached the gate in 41 epochs.
+    Random labels get their own, smaller steps (``random_lr``, ``random_batch_size``): the larger ones do not
+    memorize permuted digit labels (docs/reproducing.md).
     """
 
     epochs: int = 10  # true labels
@@ -208,29 +219,29 @@ class ExperimentConfig:
     seed: int = 0
     device: Device = Device.auto
     # Bytes of activations one forward/backward chunk may hold, in MiB.
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int = _neutral("runtime", 1024)
     # Explain the stages of a model-randomization run together, computing the layers a stage leaves
     # unchanged once for all stages (models with steps(): all five). Same maps, bit for bit; fewer passes.
-    share_unchanged_layers: bool = True
+    share_unchanged_layers: bool = _neutral("runtime", True)
     # Input gradient of convolutions with at most 3 input channels (a model's first layer): "auto" computes
     # it as a matrix product and shifted sums on a CPU, several times faster than oneDNN's kernel; equal to
     # PyTorch's "aten" kernel up to float32 rounding (the order of the sums differs).
-    conv_input_grad: ConvInputGrad = ConvInputGrad.auto
+    conv_input_grad: ConvInputGrad = _neutral("runtime", ConvInputGrad.auto)
     # Held-out accuracy of every stage's model (forward passes over the whole held-out split).
-    stage_accuracy: bool = True
+    stage_accuracy: bool = _neutral("runtime", True)
     # Maps of the first images kept in maps.npz for figures and re-checks.
     n_saved_images: int = 8
     # Images shown in the report's grid of maps.
-    n_figure_images: int = 3
-    results_root: str = "results"
-    cache_dir: Optional[str] = None  # None: <results_root>/.cache
-    overwrite: bool = False
-    progress: bool = True
-    num_threads: Optional[int] = None
+    n_figure_images: int = _neutral("report", 3)
+    results_root: str = _neutral("paths", "results")
+    cache_dir: Optional[str] = _neutral("paths", None)  # None: <results_root>/.cache
+    overwrite: bool = _neutral("paths", False)
+    progress: bool = _neutral("runtime", True)
+    num_threads: Optional[int] = _neutral("runtime", None)
     # With the default method list, methods the model cannot support (GradCAM on an MLP) are
     # skipped with a logged reason; the runners set this to false when method= is given.
-    skip_unsupported_methods: bool = True
-    verdict: VerdictConfig = field(default_factory=VerdictConfig)
+    skip_unsupported_methods: bool = _neutral("runtime", True)  # cfg.method holds what ran
+    verdict: VerdictConfig = _neutral("report", factory=VerdictConfig)
 
 
 @dataclass
@@ -244,11 +255,13 @@ class ReportConfig:
     metric: str = "spearman_abs"
 
 
-# Keys that do not change a run's results: left out of the run id.
-NON_RESULT_KEYS = frozenset(
-    {"results_root", "cache_dir", "overwrite", "progress", "num_threads", "memory_budget_mb", "stage_accuracy",
-     "share_unchanged_layers", "conv_input_grad", "n_figure_images", "skip_unsupported_methods", "verdict"}
-)
+def neutral_keys(cls: type = ExperimentConfig) -> frozenset[str]:
+    """The keys whose field says they change no value (groups runtime, paths, report): left out of the run id."""
+    return frozenset(f.name for f in fields(cls) if f.metadata.get("group") in NEUTRAL_GROUPS)
+
+
+# Keys that do not change a run's results, read off the fields' groups.
+NON_RESULT_KEYS = neutral_keys()
 
 PROFILES: dict[Profile, dict[str, Any]] = {
     Profile.paper: {

@@ -96,7 +96,7 @@ def probe_external(methods: list[Method], models: Models, s: Setup) -> None:
         return
     import torch
 
-    from benchmark.methods.engine import prepared
+    from benchmark.engine import prepared
 
     model = models.trained.model
     x = s.images[0][:1].to(s.device)

@@ -119,6 +119,7 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
     check_holdout_fraction(cfg.data.holdout_fraction)
     if arch is None:
         arch = resolve_architecture(cfg)
+    _check_initializers(cfg, arch)
     methods = resolve_methods(cfg, arch, cfg.skip_unsupported_methods, extra_methods)
     check_metrics(list(cfg.similarity.metrics))
     check_verdict(cfg.verdict)
@@ -126,6 +127,21 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
     if not given:
         _check_model_data(cfg, arch)
     return arch, methods
+
+
+def _check_initializers(cfg: ExperimentConfig, arch: Architecture) -> None:
+    """Under ``reinit=layer_default`` a derived unit is redrawn by ``reset_parameters``: every parameter needs one."""
+    from benchmark.config import Reinit
+    from benchmark.models.derive import reset_init, without_initializer
+
+    if cfg.randomization.reinit != Reinit.layer_default or arch.init_module is not reset_init:
+        return
+    model = arch.build(*_channels_classes(cfg)) if arch.source != "given" else arch.build(0, 0)
+    missing = without_initializer([model.get_submodule(p) for paths in arch.units.values() for p in paths])
+    if missing:
+        raise ValueError(f"randomization.reinit=layer_default redraws each module with its reset_parameters(), and "
+                         f"{', '.join(missing)} own parameters without one; use randomization.reinit="
+                         "truncated_normal or uniform (or profile=paper), or give those modules reset_parameters()")
 
 
 def example_shape(cfg: ExperimentConfig) -> tuple[int, int, int]:
@@ -149,17 +165,22 @@ def resolve_architecture(cfg: ExperimentConfig) -> Architecture:
         return with_overrides(arch, arch.build(*_channels_classes(cfg)), m.units, m.gradcam_layer)
     from benchmark.models import external
 
+    build = None
     if m.name == "custom":
-        model = external.build_target(m.target)
+        def build(channels: int = 0, classes: int = 0):  # a fresh instance each time (two for data randomization)
+            fresh = external.build_target(m.target)
+            if m.weights is not None:
+                from benchmark.training import load_weights
+
+                fresh.load_state_dict(load_weights(m.weights, fresh))
+            return fresh
+
+        model = build()
         name, source, pre = m.target.partition(":")[2].split(".")[-1], "custom", None
         if cfg.data.name in PHOTO_LOADERS:
             from benchmark.models.imagenet import Preprocessing
 
             pre = Preprocessing(resize=cfg.data.resize or 256, crop=cfg.data.crop or 224)
-        if m.weights is not None:
-            from benchmark.training import load_weights
-
-            model.load_state_dict(load_weights(m.weights, model))
     else:
         if m.target is not None:
             raise ValueError("model.target applies to model=custom; model=torchvision takes model.arch")
@@ -174,7 +195,8 @@ def resolve_architecture(cfg: ExperimentConfig) -> Architecture:
             cfg.data.crop, cfg.data.resize = pre.crop, cfg.data.resize or pre.resize
     example = torch.zeros((2,) + example_shape(cfg))
     return external.architecture_of(model, example, name, units=m.units, gradcam_layer=m.gradcam_layer,
-                                    source=source, preprocessing=pre, notes=f"model={m.name} {m.target or m.arch}")
+                                    source=source, preprocessing=pre, notes=f"model={m.name} {m.target or m.arch}",
+                                    build=build)
 
 
 def _channels_classes(cfg: ExperimentConfig) -> tuple[int, int]:

@@ -119,7 +119,7 @@ def randomized(model: nn.Module, arch: Architecture, stage: Stage, cfg: Randomiz
     ``drawn``: the re-initialized values of every tensor drawn so far (by ``id`` of the live tensor), filled
     and reused across the stages of one run (with this model, ``cfg`` and ``seed``). A unit draws the same
     weights at every stage it is part of (its own generator), so a cascade draws each unit once instead of
-    once per stage: VGG-16's truncated-normal draws took 78 s of a 150 s run before. Holds at most one
+    once per stage (large truncated-normal draws are slow). Holds at most one
     model's worth of weights; ``stage_state`` with the same dict shares the copies.
     """
     live = _stage_tensors(model, arch, stage)
@@ -148,7 +148,7 @@ def stage_state(model: nn.Module, arch: Architecture, stage: Stage,
     """(live tensor, copy of its current value) for every tensor ``stage`` re-initializes.
 
     Called inside ``randomized(...)``: the stage's model is the live model with this state swapped in
-    (``benchmark.methods.engine.swapped``), which is how several stages are explained at once.
+    (``benchmark.engine.swapped``), which is how several stages are explained at once.
     ``held``: copies shared across calls. A unit draws the same weights at every stage it is part of,
     so a tensor is copied the first time and the copy reused by every later stage.
     """

@@ -75,10 +75,8 @@ def keep_freed_memory(trim_mb: int = 512, mmap_mb: int = 32) -> dict[str, Any]:
     """glibc: keep memory freed by one chunk's passes for the next instead of handing it back to the OS.
 
     With glibc's defaults, a chunk that frees more than about twice its largest buffer at the top of
-    the heap gets the heap trimmed, and the next chunk faults the same pages in again: measured on the
-    MNIST CNN with stages explained together (64 images, 5 stages), 0.3 to 1.6 million page faults and
-    about 12% of the time, against about 15,000 with this setting. Only where allocations go, never a
-    value. Elsewhere than Linux with glibc, a no-op. Returns what was set, for meta.json.
+    the heap gets the heap trimmed, and the next chunk faults the same pages in again (docs/performance.md).
+    Only where allocations go, never a value. Elsewhere than Linux with glibc, a no-op. Returns what was set, for meta.json.
     """
     import ctypes
     import sys

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from benchmark.config import ConvInputGrad, ExperimentConfig
 from benchmark.plan import Setup
-from benchmark.methods import Engine, Method
-from benchmark.methods.engine import StagePlan
+from benchmark.engine import Engine
+from benchmark.methods import Method
+from benchmark.engine import StagePlan
 from benchmark.models import Architecture
 from benchmark.randomization import Stage, stage_cut, stage_state
 from benchmark.scoring import Scored, StageScorer

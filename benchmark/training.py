@@ -268,6 +268,12 @@ def load_pretrained(arch: Architecture, data: Dataset, seed: int, device: torch.
     return TrainedModel(model, "true", None, eval_acc, source, weights is not None, time.time() - start)
 
 
+def _rewritten(model: nn.Module):
+    """The model's reversible rewrite with the same values and gradients (``MnistCNN.equivalent_rewrite``), if any."""
+    rewrite = getattr(model, "equivalent_rewrite", None)
+    return rewrite() if rewrite is not None else nullcontext()
+
+
 def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: TrainingConfig, seed: int,
         device: torch.device, progress: bool = True, gate: Optional[float] = None) -> int:
     """Adam on cross-entropy; batches shuffled by the generator (seed, 'shuffle').
@@ -295,8 +301,9 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: 
         for i in bar:
             idx = order[i : i + training.batch_size]
             x, y = images[idx].to(device), labels[idx].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with _rewritten(model):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -48,7 +48,7 @@ from benchmark.config import DataConfig, ExperimentConfig, ModelConfig, Similari
 from benchmark.experiment import Setup, score_stages, select_images, validate  # noqa: E402
 from benchmark.model_randomization import score_model_stages  # noqa: E402
 from benchmark.data import load_dataset  # noqa: E402
-from benchmark.methods.engine import (Engine, channels_last, few_channel_convs, noise_scale, path_alphas,  # noqa: E402
+from benchmark.engine import (Engine, channels_last, few_channel_convs, noise_scale, path_alphas,  # noqa: E402
                                       prepared, standard_noise)
 from benchmark.postprocess import abs_map, signed_map  # noqa: E402
 from benchmark.randomization import randomized, stages  # noqa: E402

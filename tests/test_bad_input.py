@@ -152,7 +152,8 @@ def test_results_of_a_sweep_do_not_depend_on_the_global_random_state(tiny_cnn, d
 
     from benchmark.config import DataConfig, RandomizationConfig, Reinit
     from benchmark.data import load_dataset
-    from benchmark.methods import Engine, build_methods
+    from benchmark.engine import Engine
+    from benchmark.methods import build_methods
     from benchmark.randomization import randomized, stages
     from benchmark.training import build_model
 

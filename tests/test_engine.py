@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from benchmark.methods import METHODS, Engine, build_method, build_methods
+from benchmark.engine import Engine
+from benchmark.methods import METHODS, build_method, build_methods
 
 
 def count_forward_items(model):
@@ -86,7 +87,7 @@ def test_model_is_left_unchanged_even_after_an_error(tiny_cnn, digits_batch):
 
 
 def test_guided_mode_ends_after_an_error_inside_the_guided_pass(tiny_cnn, digits_batch, monkeypatch):
-    from benchmark.methods import engine as engine_module
+    from benchmark.engine import modes as engine_module
 
     x, _ = digits_batch
     tiny_cnn.train()
@@ -134,7 +135,7 @@ def test_unknown_and_empty_method_lists():
 
 
 def test_channels_last_converts_one_channel_weights_and_restores_every_parameter(digits_batch):
-    from benchmark.methods.engine import channels_last
+    from benchmark.engine import channels_last
     from benchmark.models.cnn import MnistCNN
 
     torch.manual_seed(0)
@@ -172,7 +173,7 @@ def test_channels_last_converts_one_channel_weights_and_restores_every_parameter
     (1, 3, 9, (3, 5), (1, 2), (1, 2), (2, 1)),  # different height and width geometry
 ])
 def test_conv_input_grad_equals_pytorchs_kernel(c_in, c_out, size, kernel, stride, padding, dilation):
-    from benchmark.methods.engine import conv2d_input_grad
+    from benchmark.engine import conv2d_input_grad
 
     def pair(v):
         return (v, v) if isinstance(v, int) else v
@@ -191,7 +192,7 @@ def test_conv_input_grad_equals_pytorchs_kernel(c_in, c_out, size, kernel, strid
 
 
 def test_few_channel_convs_only_reroute_input_gradients():
-    from benchmark.methods.engine import _FewChannelConv, few_channel_convs
+    from benchmark.engine import _FewChannelConv, few_channel_convs
 
     g = torch.Generator().manual_seed(1)
     conv1, conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 5, 3, padding="same")

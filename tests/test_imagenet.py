@@ -10,7 +10,8 @@ from PIL import Image
 
 from benchmark.config import DataConfig, ExperimentConfig, ModelConfig, RandomizationConfig, SimilarityConfig
 from benchmark.data import load_dataset
-from benchmark.methods import Engine, build_method
+from benchmark.engine import Engine
+from benchmark.methods import build_method
 from benchmark.models import get_architecture, unit_modules
 from benchmark.models.imagenet import PREPROCESSING, Preprocessing
 from benchmark.randomization import Stage, randomized

@@ -1,10 +1,10 @@
-"""The MNIST CNN computes the paper's function: ReLU after pooling where nothing reads a block's output."""
+"""The MNIST CNN computes the paper's function; its explicit rewrite (ReLU after pooling) keeps every bit."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.methods.engine import capture_output, channels_last, guided_relus, prepared
+from benchmark.engine import capture_output, channels_last, guided_relus, prepared
 from benchmark.models.cnn import MnistCNN, _Flatten
 
 
@@ -35,10 +35,12 @@ def test_relu_after_pooling_gives_the_declared_values_and_gradients_bit_for_bit(
     target = torch.arange(6) % 10
     results = []
     with prepared(model), channels_last(model, layout), (guided_relus() if guided else torch.enable_grad()):
-        for forward in (_declared(model), model):
+        for forward, rewrite in ((_declared(model), False), (model, True)):
             xi = (x.to(memory_format=torch.channels_last) if layout else x.clone()).requires_grad_(True)
-            out = forward(xi)
-            (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), [xi])
+            with model.equivalent_rewrite() if rewrite else torch.enable_grad():
+                assert model.conv1.pool_first == model.conv2.pool_first == rewrite
+                out = forward(xi)
+                (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), [xi])
             results.append((out, grad))
     (out_a, grad_a), (out_b, grad_b) = results
     assert torch.equal(out_a, out_b)
@@ -51,25 +53,27 @@ def test_parameter_gradients_are_unchanged_for_training():
     model = MnistCNN()
     x, y = _inputs(), torch.arange(6) % 10
     grads = []
-    for forward in (_declared(model), model):
+    for forward, rewrite in ((_declared(model), False), (model, True)):
         model.zero_grad()
-        F.cross_entropy(forward(x), y).backward()
+        with model.equivalent_rewrite() if rewrite else torch.enable_grad():
+            F.cross_entropy(forward(x), y).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         assert torch.equal(a, b)
 
 
-def test_an_observed_block_keeps_its_declared_output():
-    """GradCAM reads conv2's output through a forward hook: it must be the ReLU's, at full resolution."""
+def test_a_kept_block_keeps_its_declared_output():
+    """GradCAM reads conv2's output through a forward hook: the engine keeps it declared, the ReLU's at full size."""
     torch.manual_seed(3)
     model = MnistCNN().eval()
     x = _inputs()
-    with capture_output(model.conv2) as store:
+    with model.equivalent_rewrite(keep=(model.conv2,)), capture_output(model.conv2) as store:
+        assert model.conv1.pool_first and not model.conv2.pool_first
         model(x)
     expected = F.relu(model.conv2.conv(F.max_pool2d(F.relu(model.conv1.conv(x)), 2)))
     assert store["out"].shape == (6, 64, 14, 14)
     assert torch.equal(store["out"], expected)
-    assert not model.conv2._forward_hooks  # the hook is gone, and with it the declared path
+    assert not model.conv2._forward_hooks
 
 
 def test_flatten_returns_the_gradient_in_the_input_layout():
@@ -85,14 +89,19 @@ def test_flatten_returns_the_gradient_in_the_input_layout():
     assert gp.is_contiguous()
 
 
-def test_a_backward_hook_on_a_block_sees_its_declared_output_gradient():
-    torch.manual_seed(4)
+def test_the_rewrite_is_undone_also_after_an_error():
     model = MnistCNN().eval()
-    seen = []
+    try:
+        with model.equivalent_rewrite():
+            assert model.conv1.pool_first and model.conv2.pool_first
+            raise RuntimeError("inside the block")
+    except RuntimeError:
+        pass
+    assert not model.conv1.pool_first and not model.conv2.pool_first
+    seen = []  # outside the rewrite a backward hook on a block sees its declared 28x28 output gradient
     handle = model.conv1.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0].shape))
     try:
-        x = _inputs().requires_grad_(True)
-        model(x)[:, 3].sum().backward()
+        model(_inputs().requires_grad_(True))[:, 3].sum().backward()
     finally:
         handle.remove()
     assert seen == [torch.Size([6, 32, 28, 28])]

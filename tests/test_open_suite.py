@@ -196,3 +196,43 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), namespace)
     assert (tmp_path / "out" / "scores.parquet").is_file()
     assert {"gradient", "smoothgrad", "my_saliency"} <= set(namespace["result"].scores["method"])
+
+
+def test_derived_units_empty_when_the_forward_calls_no_module():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 10)
+
+        def forward(self, x):  # reads the weights, never calls the module
+            return F.linear(x.flatten(1), self.lin.weight, self.lin.bias)
+
+    _raises("calls none of its parameter-owning modules", model=Functional())
+
+
+def test_data_randomization_with_a_train_fn_checks_the_memorization_gate():
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    y = torch.arange(64) % 10
+    seen = {}
+
+    def train_fn(images, labels, steps=300):
+        seen["labels"] = labels
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(model(images), labels).backward()
+            opt.step()
+        return model
+
+    trained = train_fn(x, y)
+    result = benchmark.sanity_check(trained, x[:4], test="data_randomization", train_fn=train_fn, train_data=(x, y),
+                                    methods=["gradient"])
+    assert sorted(set(result.scores.layer)) == ["random_labels", "true_labels"]
+    assert not torch.equal(seen["labels"], y) and sorted(seen["labels"].tolist()) == sorted(y.tolist())
+    from benchmark.training import MemorizationError
+
+    with pytest.raises(MemorizationError, match="memorization_gate"):
+        benchmark.sanity_check(trained, x[:4], test="data_randomization", train_data=(x, y), methods=["gradient"],
+                               train_fn=lambda a, b: train_fn(a, b, steps=1))

@@ -9,7 +9,7 @@ import torch
 from benchmark.config import Order
 from benchmark.experiment import validate
 from benchmark.model_randomization import score_model_stages
-from benchmark.methods.engine import swapped
+from benchmark.engine import swapped
 from benchmark.randomization import randomized, stage_cut, stages
 
 METHODS = ["gradient", "smoothgrad", "vargrad", "integrated_gradients", "guided_backprop", "gradcam", "guided_gradcam",
@@ -106,8 +106,9 @@ TORCHVISION = [("inception_v3", 96, "Mixed_7c"), ("vgg16", 32, "features.29"), (
 def test_torchvision_stages_together_give_the_same_maps(name, size, layer):
     """Every third cascade stage of a torchvision model (random weights): explain_stages against one stage at a time."""
     from benchmark.config import RandomizationConfig
-    from benchmark.methods import Engine, build_methods
-    from benchmark.methods.engine import StagePlan
+    from benchmark.engine import Engine
+    from benchmark.methods import build_methods
+    from benchmark.engine import StagePlan
     from benchmark.models import get_architecture
     from benchmark.models.imagenet import build_torchvision
     from benchmark.randomization import stage_state

@@ -257,7 +257,7 @@ def test_an_out_of_memory_job_is_recorded_failed_and_the_sweep_goes_on(tmp_path,
     def out_of_memory(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr("benchmark.methods.engine.Engine._pass", out_of_memory)  # under every path
+    monkeypatch.setattr("benchmark.engine.Engine._pass", out_of_memory)  # under every path
     HydraConfig.instance().set_config(cfg)
     try:
         outcome = common.main_for(model_randomization.run, task)  # returns: the next job of the sweep can start

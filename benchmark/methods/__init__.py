@@ -8,9 +8,9 @@ from typing import Any, Mapping
 from benchmark.methods.base import ExternalMethod, Method
 from benchmark.methods.captum import CaptumMethod, captum_method
 from benchmark.methods.edge import Edge
-from benchmark.methods.engine import IG_RULES, Engine
 from benchmark.methods.custom import CustomMethod
 from benchmark.methods.external import CallableMethod
+from benchmark.sampling import IG_RULES
 from benchmark.methods.gradcam import GradCAM
 from benchmark.methods.gradient import Gradient
 from benchmark.methods.gradient_x_input import GradientXInput
@@ -100,5 +100,5 @@ def as_method(item: Any) -> Method:
     return method
 
 
-__all__ = ["METHODS", "CONTROLS", "CallableMethod", "CustomMethod", "Engine", "ExternalMethod", "Method",
+__all__ = ["METHODS", "CONTROLS", "CallableMethod", "CustomMethod", "ExternalMethod", "Method",
            "as_method", "build_method", "build_methods", "register_method"]

@@ -1,57 +1,19 @@
 """What a saliency method is: settings, the primitives it needs, and how it combines them.
 
-A method overrides one thing, ``combine``; the expensive parts are shared primitives that the
-engine (``benchmark.methods.engine``) computes once for every method that asks for them.
+An engine method overrides ``primitives`` and ``combine``; the expensive parts are shared primitives
+(``benchmark.methods.primitives``) that the engine (``benchmark.engine``) computes once for every method
+that asks for them. An external method (``ExternalMethod``) overrides ``attribute`` and computes its map
+itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
-if TYPE_CHECKING:
-    from benchmark.methods.engine import Results
-
-
-@dataclass(frozen=True)
-class Primitive:
-    """A hashable request for shared work; equal requests are computed once."""
-
-
-@dataclass(frozen=True)
-class GradientPass(Primitive):
-    """d logit_target / d x at the input, plain or with guided ReLUs (one pass per image)."""
-
-    guided: bool = False
-
-
-@dataclass(frozen=True)
-class NoisyGradients(Primitive):
-    """Gradients at ``n_samples`` noisy copies x + N(0, (noise_level * (max x - min x))^2).
-
-    Requests with the same ``noise_level`` share their samples: sample j is the same draw for
-    every method and every stage, so SmoothGrad and VarGrad come from one set of passes.
-    """
-
-    noise_level: float
-    n_samples: int
-
-
-@dataclass(frozen=True)
-class PathGradients(Primitive):
-    """Integrated Gradients along the straight path from ``baseline`` to the (noisy) input.
-
-    With ``n_samples`` > 0 the path starts from each of the noisy copies of
-    ``NoisyGradients`` and the IG maps are averaged (SmoothGrad around IG).
-    """
-
-    n_steps: int
-    rule: str = "linspace"
-    baseline: float = 0.0
-    n_samples: int = 0
-    noise_level: float = 0.0
+from benchmark.methods.primitives import (GradientPass, NoisyGradients, NoisyStats, PathGradients, Primitive,  # noqa: F401
+                                          Results, Segment)
 
 
 class Method:

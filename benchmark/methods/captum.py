@@ -1,7 +1,7 @@
 """Any ``captum.attr`` input attribution method, by class name (an adapter; needs the captum package).
 
     method=[gradient,captum_deeplift,captum_occlusion]
-    method.captum_occlusion.attribute_kwargs='{sliding_window_shapes: [1, 4, 4]}'
+    +method.captum_occlusion.attribute_kwargs.sliding_window_shapes=[1,4,4]
     method=[gradient,captum] method.captum.attribution=DeepLift     (the generic slot)
 
 The map is ``Attribution(model).attribute(x, target=target, **attribute_kwargs)``. Results are

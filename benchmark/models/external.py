@@ -126,11 +126,12 @@ def torchvision_preprocessing(arch: str):
 
 def architecture_of(model: nn.Module, example: torch.Tensor, name: str, *, units: Optional[dict] = None,
                     gradcam_layer: Optional[str] = None, source: str = "given", preprocessing: Any = None,
-                    notes: str = "", quiet: bool = False):
+                    notes: str = "", quiet: bool = False, build: Any = None):
     """The ``Architecture`` of one built model: units declared (``units``) or derived, checked with one forward.
 
     ``example``: (B, C, H, W) inputs the model must accept. GradCAM's layer: ``gradcam_layer`` or the
-    derived default (the last unit with a 4-D output; none for models without one).
+    derived default (the last unit with a 4-D output; none for models without one). ``build``: how to make a
+    fresh instance (a factory's model, trained here); default: this instance every time.
     """
     from benchmark.models import Architecture
 
@@ -148,7 +149,7 @@ def architecture_of(model: nn.Module, example: torch.Tensor, name: str, *, units
                  if derived.not_called else "")
     return Architecture(
         name=name,
-        build=lambda c, k: model,
+        build=build or (lambda c, k: model),
         units=chosen,
         gradcam_layer=layer,
         init_module=reset_init,

@@ -223,8 +223,7 @@ def maps_figure(arrays: dict[str, np.ndarray], methods: list[str], layers: list[
 
     Drawn as one 8-bit RGB mosaic (one image, not one axes per map): fast, and every tile shares the
     color scale of the colorbar. Maps larger than the about 100 pixels a tile gets in the figure are
-    shrunk by block means first: a full-size mosaic of 17 Inception v3 stages x 8 methods at 299x299
-    made matplotlib hold about 1 GB more.
+    shrunk by block means first, so a figure of large maps holds little memory.
     """
     signed = kind == "signed"
     cmap = plt.get_cmap("RdBu_r" if signed else "gray")
