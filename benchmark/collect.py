@@ -84,7 +84,7 @@ def collect(root: Path) -> Collection:
                          "e.g. root=results/")
     tables, runs, skipped = [], [], []
     for run_dir in run_dirs(root):
-        if not store.is_finished(run_dir):
+        if not store.is_finished(run_dir, ["scores.parquet", "meta.json", "config.yaml"]):
             skipped.append(_skip_reason(run_dir))
             continue
         df = pd.read_parquet(run_dir / "scores.parquet")

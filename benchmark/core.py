@@ -40,6 +40,10 @@ def plan(cfg: ExperimentConfig, arch: Optional[Architecture] = None, extra_metho
     check.check(cfg)
     arch, methods = validate(cfg, arch, extra_methods)
     stage_list = check.stages(arch, cfg)
+    layers = [s.layer for s in stage_list[1:]]
+    if cfg.verdict.stage not in ("last", "first") and cfg.verdict.stage not in layers:
+        raise ValueError(f"verdict.stage={cfg.verdict.stage!r} is no stage of this run; use last, first or one of "
+                         f"{layers}")
     rid = store.run_id(cfg, check.name, identity)
     return Plan(cfg, arch, methods, stage_list, check.name, rid, Path(cfg.results_root) / cfg.test / rid)
 

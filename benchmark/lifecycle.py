@@ -103,7 +103,7 @@ def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
     store.check_writable(cache_dir(cfg), "cache_dir" if cfg.cache_dir else "results_root",
                          cfg.cache_dir or cfg.results_root)
     with store.run_lock(plan.run_dir):
-        if store.is_finished(plan.run_dir) and not cfg.overwrite:
+        if store.is_finished(plan.run_dir, RUN_FILES) and not cfg.overwrite:
             log.info("run %s is already finished at %s; skipping it (overwrite=true redoes it)", plan.run_id,
                      plan.run_dir)
             return plan.run_dir

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,46 @@ def resolve_methods(cfg: ExperimentConfig, arch: Architecture, skip_unsupported:
     return methods
 
 
+# A name that becomes a folder of the run's path: no separators, no '..', no leading dot.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+
+def check_finite(obj: Any, prefix: str = "") -> None:
+    """Every number of the config (nested dataclasses, dicts, lists) is finite and fits 64 bits; the key named."""
+    items = ([(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj)
+             else list(obj.items()) if isinstance(obj, dict) else list(enumerate(obj)))
+    for key, value in items:
+        name = f"{prefix}{key}" if isinstance(key, str) else f"{prefix.rstrip('.')}[{key}]"
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}={value} is not a finite number; give a finite value (see docs/bad_input.md)")
+        if isinstance(value, int) and not -2**63 <= value < 2**63:
+            raise ValueError(f"{name}={value} does not fit 64 bits; give a value between -2**63 and 2**63 - 1")
+        if dataclasses.is_dataclass(value) or isinstance(value, (dict, list, tuple)):
+            check_finite(value, f"{name}.")
+
+
+def check_names(cfg: ExperimentConfig) -> None:
+    """Values that name a folder of the run's path stay inside ``results_root``."""
+    for key, value in (("test", cfg.test), ("model.name", cfg.model.name), ("data.name", cfg.data.name)):
+        if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+            raise ValueError(f"{key}={value!r} names a folder of the run's path and must be a plain name (letters, "
+                             "digits, _ . + -, no '/' or '..'), e.g. model_randomization")
+
+
+def _check_ranges(cfg: ExperimentConfig) -> None:
+    t = cfg.training
+    if not 0.0 <= t.weight_decay < 1.0:
+        raise ValueError(f"training.weight_decay={t.weight_decay} must lie in [0, 1), e.g. 0.0")
+    for key in ("lr", "random_lr"):
+        value = getattr(t, key)
+        if value is not None and value > 10.0:
+            raise ValueError(f"training.{key}={value} is far too large for Adam (training diverges); use e.g. 1e-3")
+    if cfg.seed < 0:
+        raise ValueError(f"seed={cfg.seed} must be a non-negative whole number, e.g. 0")
+
+
 def _check_counts(cfg: ExperimentConfig) -> None:
     for key in ("n_images", "n_saved_images", "n_figure_images"):
         value = getattr(cfg, key)
@@ -112,7 +154,10 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
     ``cfg.model``.
     """
     resolve_profile(cfg)
+    check_finite(cfg)
+    check_names(cfg)
     _check_counts(cfg)
+    _check_ranges(cfg)
     given = arch is not None and arch.source == "given"
     if not given:
         check_data_name(cfg.data.name)

@@ -148,18 +148,36 @@ def run_lock(run_dir: Path) -> Any:
 
 
 def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """The run's status, or None when there is none or it is damaged (not JSON, not UTF-8, not an object: logged
+    with the file's name, and the run counts as not finished)."""
+    path = Path(run_dir) / "status.json"
     try:
-        return json.loads((Path(run_dir) / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s is damaged (%s); the run counts as not finished", path, type(err).__name__)
+        return None
+    if not isinstance(status, dict):
+        log.warning("%s holds a %s, not an object; the run counts as not finished", path, type(status).__name__)
+        return None
+    return status
 
 
-def is_finished(run_dir: Path) -> bool:
-    """Done, and every file the status lists is present with the recorded hash."""
+def is_finished(run_dir: Path, required: list[str] | None = None) -> bool:
+    """Done, and every file the status lists (and every ``required`` one) is present with the recorded hash."""
     status = read_status(run_dir)
     if not status or status.get("state") != "done":
         return False
-    for name, digest in status.get("files", {}).items():
+    files = status.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        log.warning("run %s: status.json lists no file hashes; redoing", run_dir)
+        return False
+    missing = [name for name in (required or []) if name not in files]
+    if missing:
+        log.warning("run %s: status.json lists no hash for %s; redoing", run_dir, ", ".join(missing))
+        return False
+    for name, digest in files.items():
         f = Path(run_dir) / name
         if not f.exists() or file_sha256(f) != digest:
             log.warning("run %s: %s is missing or does not match its hash; redoing", run_dir, name)

@@ -82,7 +82,7 @@ def test_sanity_check_with_a_user_model_and_method_restores_the_model():
     # the same arithmetic: the user's gradient equals the suite's, value for value
     a = df[df.method == "gradient"].reset_index(drop=True)["value"]
     b = df[df.method == "my_saliency"].reset_index(drop=True)["value"]
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, b, atol=1e-5)  # the suite's first-layer kernel rounds differently in float32
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

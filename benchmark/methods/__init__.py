@@ -68,7 +68,7 @@ def _check_keys(name: str, cls: type, settings: dict[str, Any]) -> None:
             )
         if key in ("n_samples", "n_steps") and (not isinstance(value, int) or value < 1):
             raise ValueError(f"method.{name}.{key}={value!r} must be a positive whole number, e.g. 50")
-        if key == "noise_level" and (not isinstance(value, (int, float)) or value <= 0):
+        if key == "noise_level" and (not isinstance(value, (int, float)) or not 0 < value < float("inf")):
             raise ValueError(f"method.{name}.{key}={value!r} must be a positive number, e.g. 0.15")
         if key == "baseline" and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"method.{name}.baseline={value!r} must be a number (the constant baseline image), "

@@ -81,6 +81,11 @@ def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optio
         raise ValueError(f"root={str(root)!r} holds no run folders (no status.json below it); run an experiment "
                          "first, e.g. python experiments/model_randomization.py, or point root at its results")
 
+    if rule.stage not in ("last", "first") and col.runs:
+        layers = sorted({str(x) for x in col.scores.layer.unique()} - {"original", "true_labels"})
+        if rule.stage not in layers:
+            raise ValueError(f"verdict.stage={rule.stage!r} is no stage of the runs under root={str(root)!r}; use "
+                             f"last, first or one of {layers}")
     analyses: dict[str, Analysis] = {}
     summaries, verdict_rows, prov = [], [], []
     for run in col.runs:
