@@ -22,7 +22,7 @@ from benchmark.lifecycle import RUN_FILES, base_meta, finish_table, run_guarded,
 from benchmark.methods import ExternalMethod, Method
 from benchmark.methods.external import probe_method
 from benchmark.models import Architecture
-from benchmark.plan import Plan, Setup, setup, validate
+from benchmark.plan import Plan, Setup, input_digests, setup, validate
 from benchmark.schedule import score_stages
 from benchmark.scoring import Scored
 
@@ -44,8 +44,9 @@ def plan(cfg: ExperimentConfig, arch: Optional[Architecture] = None, extra_metho
     if cfg.verdict.stage not in ("last", "first") and cfg.verdict.stage not in layers:
         raise ValueError(f"verdict.stage={cfg.verdict.stage!r} is no stage of this run; use last, first or one of "
                          f"{layers}")
-    rid = store.run_id(cfg, check.name, identity)
-    return Plan(cfg, arch, methods, stage_list, check.name, rid, Path(cfg.results_root) / cfg.test / rid)
+    inputs = {**input_digests(cfg), **(identity or {})}
+    rid = store.run_id(cfg, check.name, inputs)
+    return Plan(cfg, arch, methods, stage_list, check.name, rid, Path(cfg.results_root) / cfg.test / rid, inputs)
 
 
 @dataclass

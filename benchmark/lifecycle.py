@@ -62,6 +62,7 @@ def base_meta(plan: Plan, s: Setup, scored: Scored) -> dict[str, Any]:
         "threads": s.threads,
         "determinism": s.determinism,
         "seed": cfg.seed,
+        "inputs": plan.inputs,
         "versions": versions(),
     }
 

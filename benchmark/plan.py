@@ -43,6 +43,8 @@ class Plan:
     test: str  # the scores' `test` column: cascading | independent | bottom_up | data_randomization
     run_id: str
     run_dir: Path
+    # Digests of what the run reads besides its settings (input files; a given model and images).
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_methods(cfg: ExperimentConfig, arch: Architecture, skip_unsupported: bool = False,
@@ -187,6 +189,41 @@ def _check_initializers(cfg: ExperimentConfig, arch: Architecture) -> None:
         raise ValueError(f"randomization.reinit=layer_default redraws each module with its reset_parameters(), and "
                          f"{', '.join(missing)} own parameters without one; use randomization.reinit="
                          "truncated_normal or uniform (or profile=paper), or give those modules reset_parameters()")
+
+
+def _tree_digest(files: list[Path], root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        h.update(store.file_sha256(f).encode())
+    return h.hexdigest()[:16]
+
+
+def input_digests(cfg: ExperimentConfig) -> dict[str, str]:
+    """SHA-256 of the content of every input file the run reads (weights, image folder, MNIST files, class index),
+    so that a changed file is a different run; recorded in meta.json (``inputs``)."""
+    out: dict[str, str] = {}
+    weights = cfg.model.weights
+    if weights is not None and Path(weights).expanduser().is_file():
+        out["model.weights"] = store.file_sha256(Path(weights).expanduser())[:16]
+    if cfg.data.class_index is not None and Path(cfg.data.class_index).expanduser().is_file():
+        out["data.class_index"] = store.file_sha256(Path(cfg.data.class_index).expanduser())[:16]
+    if cfg.data.root is not None and Path(cfg.data.root).expanduser().is_dir():
+        root = Path(cfg.data.root).expanduser()
+        if cfg.data.name == "image_folder":
+            from benchmark.data.photos import EXTENSIONS
+
+            files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        else:
+            from benchmark.data.mnist import FOLDERS
+
+            raw = root / FOLDERS[cfg.data.name] / "raw" if cfg.data.name in FOLDERS else None
+            files = sorted(p for p in raw.glob("*-ubyte*") if p.is_file()) if raw and raw.is_dir() else []
+        if files:
+            out["data.root"] = _tree_digest(files, root)
+    return out
 
 
 def example_shape(cfg: ExperimentConfig) -> tuple[int, int, int]:

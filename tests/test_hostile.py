@@ -68,3 +68,44 @@ def test_a_non_finite_method_setting_is_refused():
         with pytest.raises(ValueError, match="noise_level"):
             build_method("smoothgrad", {"noise_level": value})
     assert torch.isfinite(torch.tensor(build_method("smoothgrad").noise_level))
+
+
+def test_a_changed_weights_file_is_a_different_run(tmp_path):
+    from benchmark.config import ExperimentConfig
+    from benchmark.core import plan
+    from benchmark.models import get_architecture
+
+    path = tmp_path / "cnn.pt"
+
+    def run_id():
+        cfg = ExperimentConfig()
+        cfg.model.weights, cfg.method, cfg.results_root = str(path), {"gradient": {}}, str(tmp_path / "r")
+        return plan(cfg)
+
+    torch.manual_seed(0)
+    torch.save(get_architecture("cnn").build(1, 10).state_dict(), path)
+    first = run_id()
+    assert run_id().run_id == first.run_id  # same content, same run
+    torch.manual_seed(1)
+    torch.save(get_architecture("cnn").build(1, 10).state_dict(), path)  # same path, new content
+    second = run_id()
+    assert second.run_id != first.run_id
+    assert first.inputs["model.weights"] != second.inputs["model.weights"]
+
+
+def test_a_changed_image_is_a_different_run(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from benchmark.plan import input_digests
+
+    from benchmark.config import ExperimentConfig
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "a.png")
+    cfg = ExperimentConfig()
+    cfg.data.name, cfg.data.root = "image_folder", str(root)
+    before = input_digests(cfg)["data.root"]
+    Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(root / "a.png")
+    assert input_digests(cfg)["data.root"] != before

@@ -31,8 +31,43 @@ from benchmark.config import DataConfig
 from benchmark.data import Dataset
 from benchmark.models.imagenet import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp", ".JPEG")
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")  # any letter case
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def read_image(path: Path) -> Image.Image:
+    """An image file as 8-bit RGB, read faithfully or refused naming the file.
+
+    EXIF orientation applied; palette, grayscale and CMYK converted; transparency composited onto white;
+    16-bit and 32-bit integer images (PNG, TIFF) scaled from their full range, not clipped at 255; float
+    images taken as [0, 1]. A truncated, unreadable or non-image file is a ValueError.
+    """
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"data.root: {path} is not a readable image ({type(err).__name__}: {err}); remove or "
+                         "replace it") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode == "F":
+            full = 1.0
+        elif img.mode == "I" and arr.max(initial=0) > 65535:
+            full = 2.0**31 - 1
+        else:
+            full = 65535.0
+        if arr.min(initial=0) < 0 or arr.max(initial=0) > full:
+            raise ValueError(f"data.root: {path} holds {img.mode} values outside [0, {full:g}]; save it as an 8- or "
+                             "16-bit image")
+        img = Image.fromarray(np.round(arr / full * 255.0).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
 
 
 def to_input(image: Image.Image, pre: Preprocessing) -> torch.Tensor:
@@ -72,8 +107,7 @@ def load_image_folder(cfg: DataConfig, pre: Preprocessing, limit: Optional[int] 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
         raise ValueError(f"data.root={cfg.root!r} does not exist or is not a folder; point it at a folder of images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in EXTENSIONS + tuple(
-        e.lower() for e in EXTENSIONS))
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
     if not files:
         raise ValueError(f"data.root={cfg.root!r} holds no images ({', '.join(EXTENSIONS[:6])}, ...); "
                          "point it at a folder of photographs")
@@ -84,12 +118,15 @@ def load_image_folder(cfg: DataConfig, pre: Preprocessing, limit: Optional[int] 
     for f in files:
         folder = f.parent.name if f.parent != root else None
         if folder is not None and re.fullmatch(r"\d+", folder):
+            if not 0 <= int(folder) < 1000:
+                raise ValueError(f"data.root: class folder {folder!r} ({f.parent}) is not an ImageNet class index "
+                                 "(0 to 999); rename it, or use WordNet ids with data.class_index")
             labels.append(int(folder))
         elif folder is not None and index is not None and folder in index:
             labels.append(index[folder])
         else:
             labels.append(-1)
-    images = [to_input(Image.open(f), pre) for f in files]
+    images = [to_input(read_image(f), pre) for f in files]
     return _dataset("image_folder", images, labels, pre,
                     {"source": f"image folder {root}", "files": [str(f.relative_to(root)) for f in files]})
 
