@@ -138,6 +138,9 @@ def main_for(run: Callable[[ExperimentConfig], Path], cfg: DictConfig) -> Option
         bad = isinstance(err, ValueError)
         outcome.update(state="bad_input" if bad else "failed", error=str(err), exit_code=2 if bad else 1,
                        run_dir=_run_dir_of(err))
+    except OSError as err:  # a folder that became unwritable mid-run, a full disk: the file named, no traceback
+        log.error("could not write %s: %s", getattr(err, "filename", None) or "a result file", err.strerror or err)
+        outcome.update(state="failed", error=f"{type(err).__name__}: {err}", exit_code=1, run_dir=_run_dir_of(err))
     except Exception as err:  # a sweep goes on (out of memory in one job, say); a single run shows the traceback
         if not sweep:
             raise

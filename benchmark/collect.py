@@ -55,7 +55,7 @@ def run_dirs(root: Path) -> list[Path]:
     found = []
     for status in root.rglob("status.json"):
         rel = status.parent.relative_to(root).parts
-        if any(part in (".hydra", ".cache") for part in rel):
+        if any(part.startswith(".") for part in rel):  # .hydra, .cache, an overwrite's staging folder
             continue
         found.append(status.parent)
     return sorted(found)

@@ -130,6 +130,7 @@ def compute(p: Plan, s: Setup, models: Models) -> Result:
 
 def _execute(p: Plan, started: float) -> None:
     s = setup(p.cfg, p.arch)
+    s.spill_dir = p.run_dir
     models = get_test(p.test).obtain(p, s)
     compute(p, s, models).write(p.run_dir, started)
 

@@ -6,7 +6,9 @@ Every file is written atomically (``benchmark.store``); ``status.json`` says ``d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -104,7 +106,9 @@ def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
     store.check_writable(cache_dir(cfg), "cache_dir" if cfg.cache_dir else "results_root",
                          cfg.cache_dir or cfg.results_root)
     with store.run_lock(plan.run_dir):
-        if store.is_finished(plan.run_dir, RUN_FILES) and not cfg.overwrite:
+        store.recover_replaced(plan.run_dir)
+        finished = store.is_finished(plan.run_dir, RUN_FILES)
+        if finished and not cfg.overwrite:
             log.info("run %s is already finished at %s; skipping it (overwrite=true redoes it)", plan.run_id,
                      plan.run_dir)
             return plan.run_dir
@@ -112,15 +116,40 @@ def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
         if previous and previous.get("state") == "running":
             log.warning("run %s was left running by pid %s (interrupted); redoing it", plan.run_id,
                         previous.get("pid"))
-        store.remove_temporaries(plan.run_dir)
-        started = store.mark_running(plan.run_dir)
+        # overwrite=true over a finished run: the new run is written beside it and replaces it only when done, so an
+        # interrupted overwrite leaves the previous result valid
+        work = dataclasses.replace(plan, run_dir=store.staging_dir(plan.run_dir)) if finished else plan
+        if finished:
+            shutil.rmtree(work.run_dir, ignore_errors=True)  # an earlier overwrite that did not finish
+        store.remove_temporaries(work.run_dir)
+        started = _mark(work, store.mark_running, "running")
         try:
-            execute(plan, started)
+            execute(work, started)
         except BaseException as err:
-            store.mark_failed(plan.run_dir, started, err)
-            err.run_dir = plan.run_dir  # type: ignore[attr-defined]  # for a sweep's list of failures
-            log.error("run %s failed: %s (status in %s)", plan.run_id, err, plan.run_dir / "status.json")
+            _failed(work, started, err)
             raise
-        store.mark_done(plan.run_dir, started, RUN_FILES)
+        store.mark_done(work.run_dir, started, RUN_FILES)
+        if finished:
+            store.replace_run(work.run_dir, plan.run_dir)
     log.info("run %s done: %s", plan.run_id, plan.run_dir)
     return plan.run_dir
+
+
+def _mark(plan: Plan, mark: Callable[[Path], float], state: str) -> float:
+    try:
+        return mark(plan.run_dir)
+    except OSError as err:
+        raise ValueError(f"the run folder {plan.run_dir} cannot be written ({err.strerror or err}); its status "
+                         f"cannot say {state}: choose a results_root you can write to") from None
+
+
+def _failed(plan: Plan, started: float, err: BaseException) -> None:
+    """Status ``failed`` with the error; where the status itself cannot be written, the log says why, and the real
+    error still propagates."""
+    err.run_dir = plan.run_dir  # type: ignore[attr-defined]  # for a sweep's list of failures
+    try:
+        store.mark_failed(plan.run_dir, started, err)
+        log.error("run %s failed: %s (status in %s)", plan.run_id, err, plan.run_dir / "status.json")
+    except OSError as status_err:
+        log.error("run %s failed: %s; its status.json could not be written either (%s), so it may still say "
+                  "running: a rerun redoes it", plan.run_id, err, status_err)

@@ -363,6 +363,7 @@ class Setup:
     cache: Path
     data_s: float
     determinism: dict[str, Any] = field(default_factory=dict)  # the settings scores depend on
+    spill_dir: Optional[Path] = None  # where the saved maps spill while stages run (the run's folder)
 
 
 def preprocessing(cfg: ExperimentConfig, arch: Architecture):

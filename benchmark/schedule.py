@@ -126,7 +126,7 @@ def score_stages(
     (``randomized(..., drawn)``); the stages' states then share its copies of the drawn weights.
     """
     start = time.time()
-    scorer = StageScorer(cfg, methods, s.data, s.images, s.device)
+    scorer = StageScorer(cfg, methods, s.data, s.images, s.device, spill_dir=s.spill_dir)
     if joint_fits(cfg, arch, methods, shared_model, s.images[0], n_stages):
         passes = _together(scorer, cfg, arch, methods, stage_models, shared_model, drawn)
     else:

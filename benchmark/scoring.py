@@ -54,6 +54,9 @@ def logit_change(reference: torch.Tensor, current: torch.Tensor) -> dict[str, An
     }
 
 
+SPILL_PREFIX = ".maps_spill_"
+
+
 class SavedMaps:
     """The figure subset of every stage's maps at float16, spilled to disk as each stage ends.
 
@@ -62,8 +65,12 @@ class SavedMaps:
     np.savez streams into maps.npz.
     """
 
-    def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="saliency_maps_", ignore_cleanup_errors=True)
+    def __init__(self, spill_dir: Optional[Path] = None) -> None:
+        """``spill_dir``: where the spill folder goes (a run's own folder, so a killed run's is removed when the run
+        is redone); None: the system's temporary folder."""
+        if spill_dir is not None:
+            Path(spill_dir).mkdir(parents=True, exist_ok=True)
+        self._dir = tempfile.TemporaryDirectory(prefix=SPILL_PREFIX, dir=spill_dir, ignore_cleanup_errors=True)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._count: dict[str, int] = {}
 
@@ -118,13 +125,15 @@ class StageScorer:
     device: torch.device
     rows: list[dict[str, Any]] = field(default_factory=list)
     stage_meta: list[dict[str, Any]] = field(default_factory=list)
-    saved: SavedMaps = field(default_factory=SavedMaps)
+    spill_dir: Optional[Path] = None
+    saved: SavedMaps = field(init=False)
     calibration: Optional[pd.DataFrame] = None
     _reference: dict[tuple[str, str], Any] = field(default_factory=dict)  # stage 0's maps, prepared per metric
     _ref_logits: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         self.metrics = [METRICS[n] for n in self.cfg.similarity.metrics]
+        self.saved = SavedMaps(self.spill_dir)
 
     def observe(self, stage: Stage, model: nn.Module) -> Seen:
         """The stage model's own output, accuracy and the targets to explain."""

@@ -62,14 +62,32 @@ def run_id(cfg: ExperimentConfig, test: str, identity: dict[str, Any] | None = N
     return f"{cfg.model.name}_{cfg.data.name}_{test}_s{cfg.seed}_{config_hash(cfg, identity=identity)}"
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it where /proc says it; else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    The file gets the mode an ordinary ``open`` would give it (0666 less the umask: 0644 or 0664 under the usual
+    umasks), not the temporary file's 0600, so a colleague in the group can read a shared results folder.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -186,9 +204,49 @@ def is_finished(run_dir: Path, required: list[str] | None = None) -> bool:
 
 
 def remove_temporaries(run_dir: Path) -> None:
-    """Delete half-written temporary files a killed process left (call only while holding the run's lock)."""
+    """Delete half-written temporary files and spill folders a killed process left (call only while holding the
+    run's lock)."""
+    import shutil
+
     for tmp in Path(run_dir).rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+    for spill in Path(run_dir).glob(".maps_spill_*"):
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def staging_dir(run_dir: Path) -> Path:
+    """Where ``overwrite=true`` writes a finished run's replacement (hidden, beside it, same file system)."""
+    return Path(run_dir).parent / f".{Path(run_dir).name}.overwrite"
+
+
+def _replaced(run_dir: Path) -> Path:
+    return Path(run_dir).parent / f".{Path(run_dir).name}.replaced"
+
+
+def replace_run(new: Path, run_dir: Path) -> None:
+    """Put the finished run ``new`` in place of ``run_dir``: two renames, then the old one is deleted."""
+    import shutil
+
+    old = _replaced(run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(run_dir, old)
+    os.rename(new, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_replaced(run_dir: Path) -> None:
+    """A process killed between ``replace_run``'s two renames left the previous run aside: put it back."""
+    import shutil
+
+    old, run_dir = _replaced(run_dir), Path(run_dir)
+    if not old.is_dir():
+        return
+    if not (run_dir / "status.json").exists():  # the run folder holds at most its lock file: bring the old one back
+        for item in old.iterdir():
+            if item.name != RUN_LOCK:
+                os.rename(item, run_dir / item.name)
+        log.warning("run %s: the previous result was set aside by an interrupted overwrite; restored", run_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def mark_running(run_dir: Path) -> float:

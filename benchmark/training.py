@@ -118,10 +118,16 @@ def _load_checked(path: Path) -> Optional[dict[str, torch.Tensor]]:
         log.warning("checkpoint %s does not match its hash (corrupted or truncated); retraining", path)
         return None
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # a file that passes the hash but does not load is still not valid
         log.warning("checkpoint %s could not be read (%s); retraining", path, err)
         return None
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        log.warning("checkpoint %s holds non-finite weights (%s); retraining", path, ", ".join(bad[:3]))
+        return None
+    return state
 
 
 def check_weights_file(weights: str) -> Path:
@@ -201,6 +207,9 @@ def train_model(
         ckpt_path = Path(cache_dir) / "checkpoints" / name if cache_dir else None
         # One process trains a checkpoint; another one asking for it meanwhile waits and loads it.
         with locked(ckpt_path.with_suffix(".pt.lock"), f"checkpoint {name}") if ckpt_path else nullcontext():
+            if ckpt_path:  # half-written files of a process killed while it saved this checkpoint
+                for stale in ckpt_path.parent.glob(f".{ckpt_path.stem}.*.tmp"):
+                    stale.unlink(missing_ok=True)
             state = _load_checked(ckpt_path) if ckpt_path else None
             if state is not None:
                 model.load_state_dict(state)
@@ -304,6 +313,9 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, training: 
             with _rewritten(model):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
+            if not bool(torch.isfinite(loss)):
+                raise ValueError(f"training diverged in epoch {epoch + 1}: the loss became {float(loss)}; lower "
+                                 f"training.lr={training.lr} (or training.random_lr) and rerun; nothing was cached")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
