@@ -16,7 +16,6 @@ from typing import Iterable, Optional
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from benchmark.config import ConvInputGrad, ExperimentConfig
 from benchmark.plan import Setup
@@ -24,6 +23,7 @@ from benchmark.engine import Engine
 from benchmark.methods import Method
 from benchmark.engine import StagePlan
 from benchmark.models import Architecture
+from benchmark.progress import Progress
 from benchmark.randomization import Stage, stage_cut, stage_state
 from benchmark.scoring import Scored, StageScorer
 
@@ -66,14 +66,20 @@ def _one_at_a_time(scorer: StageScorer, cfg: ExperimentConfig, arch: Architectur
                    stage_models: StageModels, n_stages: Optional[int]) -> int:
     passes = 0
     x, _, ids = scorer.images
-    for stage, context in tqdm(stage_models, desc="stages", total=n_stages, disable=not cfg.progress):
+    progress: Optional[Progress] = None
+    for stage, context in stage_models:
         t_stage = time.time()
         with context as model:
             seen = scorer.observe(stage, model)
             engine = engine_for(cfg, arch, methods, model)
             passes = engine.passes_per_image
+            if progress is None:
+                progress = Progress(passes * len(x) * (n_stages or len(arch.units) + 1), cfg.progress, "maps")
+            engine.progress = progress
             maps = engine.explain(x, seen.target, ids, stage_key=f"stage{stage.index}")
         scorer.score(seen, maps, time.time() - t_stage)
+    if progress is not None:
+        progress.close()
     return passes
 
 
@@ -93,7 +99,7 @@ def _together(scorer: StageScorer, cfg: ExperimentConfig, arch: Architecture, me
         seen_all.append(seen)
         own.append(time.time() - t_stage)
     engine = engine_for(cfg, arch, methods, shared_model)
-    bar = tqdm(total=len(plans), desc="stages", disable=not cfg.progress)
+    engine.progress = progress = Progress(engine.passes_per_image * len(x) * len(plans), cfg.progress, "maps")
     for first in range(0, len(plans), JOINT_STAGES):
         group = range(first, min(first + JOINT_STAGES, len(plans)))
         t_maps = time.time()
@@ -103,8 +109,7 @@ def _together(scorer: StageScorer, cfg: ExperimentConfig, arch: Architecture, me
         for j, k in enumerate(group):
             scorer.score(seen_all[k], maps[j], own[k] + engine.stage_seconds[j] + rest)
             maps[j] = {}
-            bar.update()
-    bar.close()
+    progress.close()
     return engine.passes_per_image
 
 

@@ -73,6 +73,7 @@ class Engine:
             raise ValueError(f"conv_input_grad={conv_input_grad!r} must be one of auto, aten")
         self.few_channel_convs = conv_input_grad == "auto" and device.type == "cpu" and any(
             isinstance(m, nn.Conv2d) and m.in_channels <= FEW_CHANNELS for m in model.modules())
+        self.progress: Any = None  # an object with advance(items), told after every chunk (benchmark.progress)
         self.primitives: list[Primitive] = []
         self._chunks: dict[tuple[int, ...], int] = {}
         for m in self.methods:
@@ -178,6 +179,8 @@ class Engine:
                 if not last:
                     del shared[plans[order[i + 1]].cut + 1 :]
                 out[k].seconds += time.perf_counter() - start
+        if self.progress is not None:
+            self.progress.advance(len(batch) * len(plans))
 
     # -- public ---------------------------------------------------------------------------
     def explain(self, x: torch.Tensor, target: torch.Tensor, image_ids: torch.Tensor,
