@@ -15,6 +15,7 @@ from typing import Sequence
 from torch import nn
 
 from benchmark.checks.model_randomization import randomized_stages
+from benchmark.checks import check_test_value
 from benchmark.config import ExperimentConfig
 from benchmark.core import plan as _plan
 from benchmark.core import run as _run
@@ -31,12 +32,14 @@ __all__ = ["RUN_FILES", "plan", "run", "score_model_stages"]
 
 def plan(cfg: ExperimentConfig) -> Plan:
     """Check every setting that can be checked without data or training; fail with the fix."""
+    check_test_value(cfg)
     cfg.test = "model_randomization"
     return _plan(cfg)
 
 
 def run(cfg: ExperimentConfig) -> Path:
     """Run the test (or find it finished) and return its folder."""
+    check_test_value(cfg)
     cfg.test = "model_randomization"
     return _run(cfg)
 

@@ -120,8 +120,9 @@ def _check_ranges(cfg: ExperimentConfig) -> None:
         value = getattr(t, key)
         if value is not None and value > 10.0:
             raise ValueError(f"training.{key}={value} is far too large for Adam (training diverges); use e.g. 1e-3")
-    if cfg.seed < 0:
-        raise ValueError(f"seed={cfg.seed} must be a non-negative whole number, e.g. 0")
+    for key, value in (("seed", cfg.seed), ("data.split_seed", cfg.data.split_seed)):
+        if value < 0:
+            raise ValueError(f"{key}={value} must be a non-negative whole number, e.g. 0")
 
 
 def _check_counts(cfg: ExperimentConfig) -> None:

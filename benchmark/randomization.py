@@ -41,6 +41,10 @@ def stages(arch: Architecture, order: Order, units: Sequence[str] | None = None)
             )
     if not chosen:
         raise ValueError("randomization.units is empty; list at least one unit or set it to null for all")
+    twice = sorted({u for u in chosen if chosen.count(u) > 1})
+    if twice:
+        raise ValueError(f"randomization.units lists {twice[0]!r} twice; give each unit once, e.g. "
+                         f"randomization.units=[{','.join(dict.fromkeys(chosen))}]")
     forward = [u for u in arch.units if u in chosen]  # forward order, whatever order was given
     out = [Stage(0, "original", ())]
     if order == Order.cascading:

@@ -6,7 +6,17 @@ A test is one ``Check`` (``benchmark.checks.base``); the registry key is the sco
 from benchmark.checks import data_randomization, model_randomization  # noqa: F401  (they register themselves)
 from benchmark.checks.base import TESTS, Check, Models, StageRun, get_test, register
 
-__all__ = ["TESTS", "Check", "Models", "StageRun", "get_test", "register", "test_for"]
+__all__ = ["FOLDERS", "TESTS", "Check", "Models", "StageRun", "check_test_value", "get_test", "register", "test_for"]
+
+
+FOLDERS = ("model_randomization", "data_randomization")
+
+
+def check_test_value(cfg) -> None:
+    """``test`` names a results folder or a registered test, nothing else (it becomes part of the run's path)."""
+    if cfg.test not in FOLDERS and cfg.test not in TESTS:
+        raise ValueError(f"test={cfg.test!r} is not a test folder; use model_randomization or data_randomization "
+                         f"(registered tests: {sorted(TESTS)})")
 
 
 def test_for(cfg) -> Check:
