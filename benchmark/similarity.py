@@ -205,12 +205,11 @@ METRICS: dict[str, Metric] = {
 
 def register_metric(metric: Metric) -> Metric:
     """Add a metric under its name (``similarity.metrics=[..., name]`` selects it); a taken name is an error."""
-    if metric.name in METRICS:
-        raise ValueError(f"metric {metric.name!r} is registered already")
+    from benchmark.registry import add
+
     if metric.input not in ("abs", "signed", "minmax"):
         raise ValueError(f"metric {metric.name!r}: input={metric.input!r} must be abs, signed or minmax")
-    METRICS[metric.name] = metric
-    return metric
+    return add(METRICS, metric.name, metric, "metric")
 
 
 def check_metrics(names: list[str]) -> None:

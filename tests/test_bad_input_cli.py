@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_bad_input import ROWS, fill
+from test_bad_input import ROWS, fill, paths  # noqa: F401  (paths: the catalogue's files, a module fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -25,19 +25,8 @@ HYDRA_WORDING = ("Could not", "Invalid value", "Ambiguous value")  # Hydra's own
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
-    from benchmark.models import get_architecture
-
-    base = tmp_path_factory.mktemp("cli_paths")
-    file = base / "a_file"
-    file.write_text("not a folder")
-    (base / "empty").mkdir()
-    torch.save(get_architecture("mlp").build(1, 10).state_dict(), base / "mlp.pt")
-    good = base / "cnn.pt"
-    torch.save(get_architecture("cnn").build(1, 10).state_dict(), good)
-    (base / "corrupted.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
-    paths = {"<file>": str(file), "<empty folder>": str(base / "empty"), "<corrupted .pt>": str(base / "corrupted.pt"),
-             "<mlp weights>": str(base / "mlp.pt")}
+def replayed(tmp_path_factory, paths):  # noqa: F811
+    base = tmp_path_factory.mktemp("cli_rows")
 
     def one(i_row):
         i, (given, message) = i_row
@@ -57,7 +46,7 @@ def replayed(tmp_path_factory):
 
 @pytest.mark.parametrize("given", [r[0] for r in ROWS])
 def test_row_on_the_command_line(given, replayed):
-    done, paths = replayed
+    done, files = replayed
     if given not in done:
         pytest.skip("this machine has a GPU")
     message, proc, root = done[given]
@@ -65,7 +54,7 @@ def test_row_on_the_command_line(given, replayed):
     hydra = message.startswith(HYDRA_WORDING)
     assert proc.returncode == (1 if hydra else 2), (proc.returncode, said[-2000:])
     position = 0
-    for fragment in fill(message, paths).split(" ... "):
+    for fragment in fill(message, files).split(" ... "):
         found = said.find(fragment, position)
         assert found >= 0, f"{fragment!r} not in the command line's output:\n{said[-3000:]}"
         position = found + len(fragment)

@@ -34,10 +34,9 @@ CONTROLS = frozenset(name for name, cls in METHODS.items() if not cls.uses_model
 
 def register_method(cls: type[Method]) -> type[Method]:
     """Add a method class under its ``name`` (a class decorator); a taken name is an error."""
-    if cls.name in METHODS:
-        raise ValueError(f"method {cls.name!r} is registered already")
-    METHODS[cls.name] = cls
-    return cls
+    from benchmark.registry import add
+
+    return add(METHODS, cls.name, cls, "method")
 
 
 def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method:

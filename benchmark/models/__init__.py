@@ -82,10 +82,9 @@ EXTERNAL = ("custom", "torchvision")
 
 def register_model(arch: Architecture) -> Architecture:
     """Add an architecture under its name (``model.name=<name>`` selects it); a taken name is an error."""
-    if arch.name in ARCHITECTURES or arch.name in EXTERNAL:
-        raise ValueError(f"model {arch.name!r} is registered already")
-    ARCHITECTURES[arch.name] = arch
-    return arch
+    from benchmark.registry import add
+
+    return add(ARCHITECTURES, arch.name, arch, "model", reserved=EXTERNAL)
 
 
 def get_architecture(name: str) -> Architecture:
