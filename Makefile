@@ -1,13 +1,14 @@
-# Two commands do everything, set-up included:
+# Three commands do everything, set-up included:
 #   make run    train (or load) the MNIST CNN on the bundled digits and run the cascading test
-#   make test   the linter (ruff) and the test suite
+#   make test   the linter (ruff) and the quick tier of the tests (unit and integration, a few minutes)
+#   make test-all   the linter and every test but the slow ones (the end-to-end tier too)
 # Both create .venv on first use. ARGS passes Hydra overrides: make run ARGS="randomization=independent"
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test clean
+.PHONY: install run test test-all clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +23,11 @@ run: install
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m 'not slow and not e2e' $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

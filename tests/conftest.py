@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: needs the one-node Slurm cluster of scripts/slurm_cluster.sh (root)")
+
+
 class TinyCNN(nn.Module):
     """A small CNN built from nn.ReLU modules (what Captum's GuidedBackprop hooks)."""
 

@@ -50,6 +50,7 @@ def cli_cfg(root, *overrides):
     return common.apply_command_line(common.to_experiment(cfg), keys)
 
 
+@pytest.mark.e2e
 def test_a_users_model_and_method_from_their_own_folder(tmp_path):
     (tmp_path / "my_models.py").write_text(USER_MODEL)
     (tmp_path / "my_methods.py").write_text(USER_METHOD)
@@ -72,6 +73,7 @@ def test_a_users_model_and_method_from_their_own_folder(tmp_path):
     assert meta["model"]["train_accuracy"] > 0.5  # trained on the digits with model.train=true
 
 
+@pytest.mark.e2e
 def test_a_torchvision_model_by_name_with_derived_units(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     from torch.fx import symbolic_trace
@@ -96,6 +98,7 @@ def test_a_misspelt_torchvision_name_lists_close_matches(tmp_path):
         run(cli_cfg(tmp_path, "model=torchvision", "model.arch=resnet81", "data=skimage_photos"))
 
 
+@pytest.mark.e2e
 def test_several_captum_methods_in_one_run(tmp_path):
     cfg = cli_cfg(tmp_path, "method=[gradient,captum_saliency,captum_inputxgradient]",
                   "+method.captum_saliency.attribute_kwargs.abs=false")
@@ -107,6 +110,7 @@ def test_several_captum_methods_in_one_run(tmp_path):
     pd.testing.assert_series_equal(g, c, atol=1e-5, check_names=False)
 
 
+@pytest.mark.e2e
 def test_data_randomization_trains_two_fresh_instances_of_a_custom_model(tmp_path, monkeypatch):
     (tmp_path / "my_mlp.py").write_text(
         "from torch import nn\n\n\ndef make():\n"

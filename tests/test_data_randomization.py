@@ -61,6 +61,7 @@ def fast_run(tmp_path_factory):
     return run(cfg), cfg
 
 
+@pytest.mark.e2e
 def test_two_models_one_table(fast_run):
     run_dir, cfg = fast_run
     df = pd.read_parquet(run_dir / "scores.parquet")
@@ -77,6 +78,7 @@ def test_two_models_one_table(fast_run):
     assert store.is_finished(run_dir)
 
 
+@pytest.mark.e2e
 def test_gradient_maps_differ_between_true_and_random_labels(fast_run):
     run_dir, _ = fast_run
     df = pd.read_parquet(run_dir / "scores.parquet")
@@ -84,6 +86,7 @@ def test_gradient_maps_differ_between_true_and_random_labels(fast_run):
     assert rand["gradient"] < 0.9 and rand["edge"] == 1.0
 
 
+@pytest.mark.e2e
 def test_same_seed_same_permutation_and_models_from_the_cache(fast_run, tmp_path):
     assert torch.equal(label_permutation(100, 0), label_permutation(100, 0))
     assert not torch.equal(label_permutation(100, 0), label_permutation(100, 1))
@@ -104,6 +107,7 @@ def test_gate_not_reached_fails_and_nothing_looks_finished(tmp_path):
     assert status["state"] == "failed" and "memorization_gate" in status["error"]
 
 
+@pytest.mark.e2e
 def test_command_line_gate_failure_message(tmp_path):
     fast = [o for o in FAST if not o.startswith("model.name")] + ["model=mlp", "training.epochs=1"]
     cmd = [sys.executable, str(ROOT / "experiments" / "data_randomization.py"), *fast, "method=[gradient]",

@@ -37,7 +37,7 @@ def test_digest_reads_every_value():
     assert digest(df) != digest(changed)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_default_run_values_are_unchanged(tmp_path):
     import subprocess
     import sys

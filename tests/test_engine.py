@@ -60,9 +60,30 @@ def test_results_do_not_depend_on_chunk_size_or_batch(tiny_cnn, digits_batch):
         torch.testing.assert_close(big[name][3:], part[name], atol=1e-6, rtol=1e-5)
 
 
+def _with_batchnorm(model):
+    """The tiny CNN with a BatchNorm after conv1: buffers that a forward pass in training mode would change."""
+    model.conv1 = torch.nn.Sequential(model.conv1, torch.nn.BatchNorm2d(4))
+    return model
+
+
 def _model_state(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, [p.requires_grad for p in model.parameters()],
-            model.training)
+    """Every parameter and buffer by name (a copy of its values, its strides, its storage address, requires_grad)
+    and every module's training flag."""
+    tensors = {name: (t.detach().clone(), t.stride(), t.data_ptr(), t.requires_grad)
+               for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    return tensors, [m.training for m in model.modules()]
+
+
+def _assert_unchanged(model, before):
+    """The same values (torch.equal), strides (channels-last restored), storage and flags as ``before``."""
+    tensors, training = _model_state(model)
+    assert training == before[1] and tensors.keys() == before[0].keys()
+    for name, (value, stride, pointer, flag) in tensors.items():
+        value0, stride0, pointer0, flag0 = before[0][name]
+        assert torch.equal(value, value0), f"{name}: values changed"
+        assert stride == stride0, f"{name}: strides {stride} instead of {stride0}"
+        assert pointer == pointer0, f"{name}: another storage"
+        assert flag == flag0, f"{name}: requires_grad changed"
 
 
 def _no_hooks(model):
@@ -71,26 +92,30 @@ def _no_hooks(model):
 
 
 def test_model_is_left_unchanged_even_after_an_error(tiny_cnn, digits_batch):
+    """In training mode, after every method and after an error in the pass: parameters and buffers as they were
+    (values, strides, storage, requires_grad), training flags restored, no hooks left."""
     x, _ = digits_batch
-    tiny_cnn.train()
-    before = _model_state(tiny_cnn)
-    engine = Engine(tiny_cnn, build_methods({k: {} for k in METHODS if k != "custom"}), target_layer=tiny_cnn.relu2)
+    model = _with_batchnorm(tiny_cnn).train()
+    before = _model_state(model)
+    assert any(p.dim() == 4 for p in model.parameters()) and list(model.buffers())
+    engine = Engine(model, build_methods({k: {} for k in METHODS if k != "custom"}), target_layer=model.relu2)
+    assert engine.channels_last  # the passes run in channels-last: each 4-D weight is converted, then restored
     engine.explain(x[:2], torch.tensor([0, 1]), torch.arange(2))
-    after = _model_state(tiny_cnn)
-    assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
-    assert before[1:] == after[1:]
-    _no_hooks(tiny_cnn)
+    _assert_unchanged(model, before)
+    _no_hooks(model)
     with pytest.raises(RuntimeError):
         engine.explain(x[:2], torch.tensor([0, 99]), torch.arange(2))  # target out of range
-    assert _model_state(tiny_cnn)[1:] == before[1:]
-    _no_hooks(tiny_cnn)
+    _assert_unchanged(model, before)
+    _no_hooks(model)
 
 
 def test_guided_mode_ends_after_an_error_inside_the_guided_pass(tiny_cnn, digits_batch, monkeypatch):
+    """An error inside the guided pass: the model as it was (values, strides, storage, flags), no hooks left, and
+    no guided mode after it."""
     from benchmark.engine import modes as engine_module
 
     x, _ = digits_batch
-    tiny_cnn.train()
+    tiny_cnn = _with_batchnorm(tiny_cnn).train()
     before = _model_state(tiny_cnn)
 
     def broken(ctx, inp):
@@ -101,7 +126,7 @@ def test_guided_mode_ends_after_an_error_inside_the_guided_pass(tiny_cnn, digits
     with pytest.raises(RuntimeError, match="inside the guided pass"):
         engine.explain(x[:2], torch.tensor([0, 1]), torch.arange(2))
     monkeypatch.undo()
-    assert _model_state(tiny_cnn)[1:] == before[1:]
+    _assert_unchanged(tiny_cnn, before)
     _no_hooks(tiny_cnn)
     # guided mode is gone: the gradient after the error is the plain gradient
     g = Engine(tiny_cnn, [build_method("gradient")]).explain(x[:2], torch.tensor([0, 1]), torch.arange(2))

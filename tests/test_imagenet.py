@@ -32,6 +32,7 @@ def inception():
     return arch, model
 
 
+@pytest.mark.e2e
 def test_inception_units_are_the_papers_17_blocks(inception):
     arch, model = inception
     top_down = [("Logits" if u == "logits" else u) for u in reversed(list(arch.units))]
@@ -45,6 +46,7 @@ def test_inception_units_are_the_papers_17_blocks(inception):
     assert used <= covered
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name,n_units,layer", [("vgg16", 16, "features.29"), ("resnet50", 18, "layer4.2")])
 def test_vgg_and_resnet_declare_units_and_gradcam_layer(name, n_units, layer):
     arch = get_architecture(name)
@@ -55,6 +57,7 @@ def test_vgg_and_resnet_declare_units_and_gradcam_layer(name, n_units, layer):
     assert covered == {id(p) for p in model.parameters()}
 
 
+@pytest.mark.e2e
 def test_inception_randomization_keeps_batchnorm_stats_and_restores_exactly(inception):
     arch, model = inception
     bn = model.Mixed_7c.branch1x1.bn
@@ -70,6 +73,7 @@ def test_inception_randomization_keeps_batchnorm_stats_and_restores_exactly(ince
         assert torch.equal(v, before[k]), k
 
 
+@pytest.mark.e2e
 def test_guided_backprop_differs_from_gradient_on_inception(inception):
     """torchvision's BasicConv2d calls F.relu: the engine's guided ReLUs must reach it."""
     arch, model = inception
@@ -129,6 +133,7 @@ def test_bad_imagenet_input_fails_with_the_fix(tmp_path):
         load_dataset(DataConfig(name="image_folder", root=str(tmp_path)), PREPROCESSING["vgg16"])
 
 
+@pytest.mark.e2e
 def test_inception_smoke_run_offline(tmp_path):
     """The whole ImageNet path on scikit-image's photographs with random weights, a few stages."""
     from benchmark.model_randomization import run

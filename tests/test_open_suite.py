@@ -41,6 +41,7 @@ def test_units_follow_the_forward_pass_not_registration():
     assert d.gradcam_layer == "features.3"
 
 
+@pytest.mark.e2e
 def test_derived_units_of_torchvision_models_match_the_traced_call_order():
     torchvision = pytest.importorskip("torchvision")
     from torch.fx import symbolic_trace
@@ -103,6 +104,7 @@ def test_result_write_is_a_run_folder(tmp_path):
     assert result.meta["model"]["units_derived"] is True
 
 
+@pytest.mark.e2e
 def test_the_api_and_the_command_line_give_bitwise_equal_tables(run_smoke):
     """The command line's trained model and images, given to sanity_check: the same table, value for value."""
     import yaml
@@ -186,6 +188,7 @@ def test_data_randomization_with_two_models():
     assert set(result.scores["test"]) == {"data_randomization"}
 
 
+@pytest.mark.e2e
 def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Check your own model in ten lines"):]

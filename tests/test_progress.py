@@ -21,6 +21,7 @@ class Recorder(Progress):
         super().advance(n)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("together", [True, False])
 def test_items_reach_their_total_chunk_by_chunk(tmp_path, monkeypatch, caplog, together):
     from benchmark import schedule

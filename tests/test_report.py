@@ -25,6 +25,7 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 # --- calibration, computed in the run -------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_calibration_is_written_hashed_and_kept_out_of_the_scores(smoke):
     run_dir, cfg = smoke
     assert "calibration.parquet" in store.read_status(run_dir)["files"]
@@ -41,6 +42,7 @@ def test_calibration_is_written_hashed_and_kept_out_of_the_scores(smoke):
     assert abs(means["hog"]) < 0.3
 
 
+@pytest.mark.e2e
 def test_calibration_noise_is_the_documented_draw_and_rescores(smoke):
     """Noise vs noise re-drawn here from (seed, "calibration", a|b, image) and scored with scipy reproduces the file."""
     import torch
@@ -98,6 +100,7 @@ def test_bad_verdict_settings_fail_with_the_key(field, value, match):
         check_verdict(rule)
 
 
+@pytest.mark.e2e
 def test_summary_csv_traces_back_to_the_scores(smoke):
     run_dir, _ = smoke
     scores = pd.read_parquet(run_dir / "scores.parquet")
@@ -116,6 +119,7 @@ def test_summary_csv_traces_back_to_the_scores(smoke):
     assert summary[summary.metric == "spearman_abs"].band_high.iloc[0] == pytest.approx(hi)
 
 
+@pytest.mark.e2e
 def test_controls_get_the_verdicts_a_working_rule_must_give(smoke):
     run_dir, _ = smoke
     s = pd.read_csv(run_dir / "summary.csv")
@@ -124,6 +128,7 @@ def test_controls_get_the_verdicts_a_working_rule_must_give(smoke):
     assert (v.loc["noise"] == "pass").all()  # unrelated maps by construction
 
 
+@pytest.mark.e2e
 def test_run_report_holds_what_a_reader_needs(smoke):
     run_dir, _ = smoke
     md = (run_dir / "report.md").read_text()
@@ -152,6 +157,7 @@ def sweep(_smoke_run, tmp_path_factory):
     return root, first.name, second.name
 
 
+@pytest.mark.e2e
 def test_comparative_report_lays_out_every_run_and_lists_the_skipped(sweep):
     root, first, second = sweep
     out = write_comparative_report(root)
@@ -171,6 +177,7 @@ def test_comparative_report_lays_out_every_run_and_lists_the_skipped(sweep):
     assert html.count("<img") == len(list((out / "figures").glob("*.png"))) >= 1
 
 
+@pytest.mark.e2e
 def test_report_runner_with_a_different_rule_and_bad_input(sweep, tmp_path):
     root, first, _ = sweep
     cmd = [sys.executable, str(ROOT / "experiments" / "report.py"), f"root={root}", f"out={tmp_path / 'rep'}",
@@ -211,6 +218,7 @@ def _images_loaded(browser, html, tmp):
     return int(body.group(1)), int(body.group(2))
 
 
+@pytest.mark.e2e
 def test_report_html_renders_in_a_headless_browser(smoke, tmp_path):
     browser = _browser()
     if browser is None:

@@ -22,6 +22,7 @@ from conftest import smoke_cfg
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
 def test_run_writes_every_file_and_is_done(smoke):
     run_dir, _ = smoke
     for name in RUN_FILES + ["status.json"]:
@@ -32,6 +33,7 @@ def test_run_writes_every_file_and_is_done(smoke):
     assert html.count("data:image/png;base64,") >= 5
 
 
+@pytest.mark.e2e
 def test_scores_are_complete_and_in_range(smoke):
     run_dir, cfg = smoke
     df = pd.read_parquet(run_dir / "scores.parquet")
@@ -52,6 +54,7 @@ def test_scores_are_complete_and_in_range(smoke):
     assert set(df.layer[df.stage == 0]) == {"original"}
 
 
+@pytest.mark.e2e
 def test_controls_behave(smoke):
     run_dir, _ = smoke
     df = pd.read_parquet(run_dir / "scores.parquet")
@@ -62,6 +65,7 @@ def test_controls_behave(smoke):
     assert abs(noise["hog"]) < 0.3  # HOG of noise maps is not 0 (PROTOCOL.md: about 0.08)
 
 
+@pytest.mark.e2e
 def test_maps_rescored_independently_reproduce_the_table(smoke):
     run_dir, cfg = smoke
     df = pd.read_parquet(run_dir / "scores.parquet").set_index(["method", "stage", "metric", "image"])
@@ -97,6 +101,7 @@ def test_maps_rescored_independently_reproduce_the_table(smoke):
     assert diffs.max() < 0.05 and np.median(diffs) < 2e-4, (diffs.max(), np.median(diffs))
 
 
+@pytest.mark.e2e
 def test_model_output_change_is_recorded(smoke):
     run_dir, _ = smoke
     meta = json.loads((run_dir / "meta.json").read_text())
@@ -108,6 +113,7 @@ def test_model_output_change_is_recorded(smoke):
     assert meta["versions"]["torch"] and meta["timings"]["total_s"] > 0
 
 
+@pytest.mark.e2e
 def test_rerun_skips_and_overwrite_redoes(smoke, caplog):
     run_dir, cfg = smoke
     finished = store.read_status(run_dir)["finished"]
@@ -122,6 +128,7 @@ def test_rerun_skips_and_overwrite_redoes(smoke, caplog):
     assert run(cfg) == other and store.read_status(other)["finished"] > first
 
 
+@pytest.mark.e2e
 def test_crash_leaves_a_failed_status_never_a_finished_run(tmp_path, monkeypatch):
     cfg = smoke_cfg(tmp_path / "r", "method=[gradient]")
 
@@ -139,6 +146,7 @@ def test_crash_leaves_a_failed_status_never_a_finished_run(tmp_path, monkeypatch
     assert store.is_finished(run(cfg))
 
 
+@pytest.mark.e2e
 def test_a_tampered_file_makes_the_run_unfinished(smoke, tmp_path):
     run_dir, _ = smoke
     copy = tmp_path / "copy"
@@ -180,6 +188,7 @@ def test_bad_input_fails_before_any_training(tmp_path, monkeypatch, overrides, m
         assert json.loads(status.read_text())["state"] != "done"
 
 
+@pytest.mark.e2e
 def test_command_line_runs_skips_and_rejects_bad_input(tmp_path):
     cmd = [sys.executable, str(ROOT / "experiments" / "model_randomization.py"), "experiment=smoke",
            "method=[gradient,edge]", f"results_root={tmp_path}", "progress=false"]
@@ -192,6 +201,7 @@ def test_command_line_runs_skips_and_rejects_bad_input(tmp_path):
     assert "randomization.units has 'conv9'" in bad.stdout + bad.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("overrides,layers", [
     (["randomization=independent"], ["original", "logits", "fc1", "conv2", "conv1"]),
     (["randomization=bottom_up"], ["original", "conv1", "conv2", "fc1", "logits"]),
@@ -210,6 +220,7 @@ def test_other_orders_profiles_and_models_run_end_to_end(tmp_path, overrides, la
         assert meta["resolved"]["reinit"] == "layer_default" and meta["resolved"]["ssim_window"] == "gaussian"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("target", ["predicted", "original_prediction", "label"])
 def test_target_class_choice(tmp_path, target):
     from benchmark.data import load_dataset
@@ -226,6 +237,7 @@ def test_target_class_choice(tmp_path, target):
         assert (per.drop(columns=0).to_numpy() != per[[0]].to_numpy()).any()
 
 
+@pytest.mark.e2e
 def test_mlp_with_default_methods_skips_gradcam_with_a_reason(tmp_path, caplog):
     cfg = smoke_cfg(tmp_path, "model=mlp", "method=[gradient,gradcam,guided_gradcam,edge]")
     with caplog.at_level(logging.INFO):
@@ -234,6 +246,7 @@ def test_mlp_with_default_methods_skips_gradcam_with_a_reason(tmp_path, caplog):
     assert "skipping gradcam, guided_gradcam" in caplog.text
 
 
+@pytest.mark.e2e
 def test_command_line_settings_win_over_the_experiment(tmp_path):
     cmd = [sys.executable, str(ROOT / "experiments" / "model_randomization.py"), "experiment=smoke",
            "method=[smoothgrad]", "method.smoothgrad.n_samples=3", f"results_root={tmp_path}", "progress=false"]
@@ -246,6 +259,7 @@ def test_command_line_settings_win_over_the_experiment(tmp_path):
     assert mlp.returncode == 2 and "needs a convolutional layer" in mlp.stdout + mlp.stderr
 
 
+@pytest.mark.e2e
 def test_same_config_and_seed_give_bitwise_identical_scores(tmp_path):
     # separate checkpoint caches: training is repeated too
     first = run(smoke_cfg(tmp_path / "a" / "r", "method=[gradient,smoothgrad,guided_gradcam,noise]"))

@@ -35,8 +35,11 @@ def _score(cfg, arch, model, s, share, order):
     return score_model_stages(cfg, arch, methods, model, stages(arch, order, None), s)
 
 
-@pytest.mark.parametrize("model_name,order", [("cnn", Order.cascading), ("cnn", Order.independent),
-                                              ("mlp", Order.cascading), ("cnn", Order.bottom_up)])
+# the MLP in the quick tier; the CNN (every method, GradCAM included) in the end-to-end tier
+@pytest.mark.parametrize("model_name,order", [pytest.param("cnn", Order.cascading, marks=pytest.mark.e2e),
+                                              pytest.param("cnn", Order.independent, marks=pytest.mark.e2e),
+                                              ("mlp", Order.cascading),
+                                              pytest.param("cnn", Order.bottom_up, marks=pytest.mark.e2e)])
 def test_shared_layers_give_the_same_scores_and_maps_bit_for_bit(tmp_path, model_name, order):
     cfg, arch, model, s = _setup(tmp_path, model_name)
     before = [(p.data_ptr(), p.stride(), p.detach().clone()) for p in model.parameters()]
@@ -54,6 +57,7 @@ def test_shared_layers_give_the_same_scores_and_maps_bit_for_bit(tmp_path, model
         assert torch.equal(p, value)
 
 
+@pytest.mark.e2e
 def test_stages_in_groups_give_the_same_scores(tmp_path, monkeypatch):
     from benchmark import schedule
 
@@ -89,6 +93,7 @@ def test_a_stage_state_is_swapped_back_after_an_error():
     assert lin.weight.data_ptr() == ptr and torch.equal(lin.weight, value)
 
 
+@pytest.mark.e2e
 def test_over_the_memory_budget_stages_run_one_at_a_time(tmp_path, caplog):
     cfg, arch, model, s = _setup(tmp_path, "cnn")
     cfg.memory_budget_mb = 1  # the model's own weights alone are 13 MB
@@ -102,6 +107,7 @@ def test_over_the_memory_budget_stages_run_one_at_a_time(tmp_path, caplog):
 TORCHVISION = [("inception_v3", 96, "Mixed_7c"), ("vgg16", 32, "features.29"), ("resnet50", 32, "layer4.2")]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, size, layer", TORCHVISION)
 def test_torchvision_stages_together_give_the_same_maps(name, size, layer):
     """Every third cascade stage of a torchvision model (random weights): explain_stages against one stage at a time."""
@@ -135,6 +141,7 @@ def test_torchvision_stages_together_give_the_same_maps(name, size, layer):
             assert torch.equal(m, one_at_a_time[k][method]), (stage_list[k].layer, method)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, scaling", [("inception_v3", "imagenet"), ("inception_v3", "minus_one_one"),
                                            ("vgg16", "imagenet"), ("resnet50", "imagenet")])
 def test_torchvision_steps_are_the_eval_forward(name, scaling):
@@ -159,6 +166,7 @@ def test_torchvision_steps_are_the_eval_forward(name, scaling):
         assert torch.equal(ref(x), h)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("order,kept", [(Order.cascading, True), (Order.bottom_up, True), (Order.independent, False)])
 def test_draws_are_kept_only_when_a_later_stage_reuses_them(tmp_path, monkeypatch, order, kept):
     import benchmark.checks.model_randomization as MR

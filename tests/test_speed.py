@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("captum")
 
 
+@pytest.mark.e2e
 def test_captum_loop_matches_the_suite_with_identical_settings(tmp_path):
     import speed
 

@@ -13,6 +13,7 @@ from tests.conftest import smoke_cfg
 FAST = ("method=[gradient]", "similarity.metrics=[spearman_abs]")
 
 
+@pytest.mark.e2e
 def test_an_interrupted_overwrite_leaves_the_previous_result_valid(tmp_path, monkeypatch):
     run_dir = run(smoke_cfg(tmp_path / "r", *FAST))
     before = store.file_sha256(run_dir / "scores.parquet")
@@ -31,6 +32,7 @@ def test_an_interrupted_overwrite_leaves_the_previous_result_valid(tmp_path, mon
     assert [p.name for p in run_dir.parent.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.e2e
 def test_a_kill_between_the_two_renames_of_an_overwrite_is_recovered(tmp_path):
     run_dir = run(smoke_cfg(tmp_path / "r", *FAST))
     aside = run_dir.parent / f".{run_dir.name}.replaced"
@@ -41,6 +43,7 @@ def test_a_kill_between_the_two_renames_of_an_overwrite_is_recovered(tmp_path):
     assert store.is_finished(run_dir) and not aside.exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664)])
 def test_files_honour_the_umask_and_a_group_member_can_read_them(tmp_path, umask, mode):
     old = os.umask(umask)
@@ -70,6 +73,7 @@ def test_files_honour_the_umask_and_a_group_member_can_read_them(tmp_path, umask
         assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.e2e
 def test_left_over_temporaries_are_removed_when_the_run_is_redone(tmp_path):
     run_dir = run(smoke_cfg(tmp_path / "r", *FAST))
     (run_dir / "status.json").write_text('{"state": "running", "pid": 1}')  # as a kill -9 leaves it
@@ -102,6 +106,7 @@ def test_a_diverged_training_stops_and_caches_nothing(tmp_path, monkeypatch):
     assert not list((tmp_path / "cache").rglob("*.pt"))
 
 
+@pytest.mark.e2e
 def test_a_cached_checkpoint_with_non_finite_weights_is_retrained(tmp_path, caplog):
     run(smoke_cfg(tmp_path / "r", *FAST))
     (ckpt,) = (tmp_path / "cache" / "checkpoints").glob("*.pt")
