@@ -24,7 +24,7 @@ from benchmark.config import ExperimentConfig
 from benchmark.core import Result, compute, plan
 from benchmark.data import Dataset
 from benchmark.methods import as_method
-from benchmark.plan import Setup, check_target, runtime_setup, select_images
+from benchmark.inputs import Setup, check_target, runtime_setup, select_images
 from benchmark.training import MemorizationError, evaluate, given_model, label_permutation
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,9 @@ from benchmark.lifecycle import RUN_FILES, base_meta, finish_table, run_guarded,
 from benchmark.methods import ExternalMethod, Method
 from benchmark.methods.external import probe_method
 from benchmark.models import Architecture
-from benchmark.plan import Plan, Setup, input_digests, setup, validate
+from benchmark.inputs import Setup, setup
+from benchmark.plan import Plan, validate
+from benchmark.resolve import input_digests
 from benchmark.schedule import score_stages
 from benchmark.scoring import Scored
 

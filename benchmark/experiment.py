@@ -1,12 +1,14 @@
 """The pieces every sanity check shares, under the names earlier code imports them by.
 
-Validation and inputs live in ``benchmark.plan``, stage scoring in ``benchmark.scoring``, the
+Validation lives in ``benchmark.plan`` (``benchmark.validation``, ``benchmark.resolve``), the inputs in
+``benchmark.inputs``, stage scoring in ``benchmark.scoring``, the
 scheduling of stages in ``benchmark.schedule`` and a run's lifecycle in ``benchmark.lifecycle``.
 """
 
 from benchmark.lifecycle import RUN_FILES, base_meta, finish_table, run_guarded, write_outputs
-from benchmark.plan import (Plan, Setup, cache_dir, preprocessing, resolve_methods, select_images, setup,
-                            validate)
+from benchmark.inputs import Setup, cache_dir, preprocessing, select_images, setup
+from benchmark.plan import Plan, validate
+from benchmark.resolve import resolve_methods
 from benchmark.schedule import JOINT_STAGES, score_stages
 from benchmark.scoring import SavedMaps, Scored, logit_change, process
 

@@ -19,7 +19,8 @@ import yaml
 
 from benchmark import store
 from benchmark.data import Dataset
-from benchmark.plan import Plan, Setup, cache_dir
+from benchmark.inputs import Setup, cache_dir
+from benchmark.plan import Plan
 from benchmark.runtime import versions
 from benchmark.scoring import Scored
 from benchmark.similarity import hog_pixels_per_cell

@@ -22,7 +22,8 @@ from benchmark.core import run as _run
 from benchmark.lifecycle import RUN_FILES
 from benchmark.methods import Method
 from benchmark.models import Architecture
-from benchmark.plan import Plan, Setup
+from benchmark.inputs import Setup
+from benchmark.plan import Plan
 from benchmark.randomization import Stage
 from benchmark.schedule import score_stages
 from benchmark.scoring import Scored

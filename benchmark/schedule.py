@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from benchmark.config import ConvInputGrad, ExperimentConfig
-from benchmark.plan import Setup
+from benchmark.inputs import Setup
 from benchmark.engine import Engine
 from benchmark.methods import Method
 from benchmark.engine import StagePlan

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import common
-from benchmark import model_randomization, plan, training
+from benchmark import inputs, model_randomization, training
 from benchmark.models import get_architecture
 from benchmark.postprocess import PROCESSORS
 from benchmark.similarity import METRICS
@@ -99,13 +99,13 @@ def test_catalogue_row(given, message, paths, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "fit", no_training)
     loads = []
-    load_dataset = plan.load_dataset
+    load_dataset = inputs.load_dataset
 
     def recorded_load(*a, **k):
         loads.append(a)
         return load_dataset(*a, **k)
 
-    monkeypatch.setattr(plan, "load_dataset", recorded_load)
+    monkeypatch.setattr(inputs, "load_dataset", recorded_load)
     overrides = fill(given, paths).split()
     if not any(o.startswith(("results_root=", "cache_dir=")) for o in overrides):
         overrides.append(f"results_root={tmp_path / 'results'}")
@@ -140,7 +140,7 @@ def test_unwritable_results_folder_fails_before_data_or_training(tmp_path, monke
     def no_data(*a, **k):
         raise AssertionError("data loaded before the results folder was checked")
 
-    monkeypatch.setattr("benchmark.plan.load_dataset", no_data)
+    monkeypatch.setattr("benchmark.inputs.load_dataset", no_data)
     from test_run import smoke_cfg
 
     with pytest.raises(ValueError, match="results_root=.* cannot be written"):

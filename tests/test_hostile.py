@@ -97,7 +97,7 @@ def test_a_changed_image_is_a_different_run(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from benchmark.plan import input_digests
+    from benchmark.resolve import input_digests
 
     from benchmark.config import ExperimentConfig
 
