@@ -123,7 +123,7 @@ def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
         if finished:
             shutil.rmtree(work.run_dir, ignore_errors=True)  # an earlier overwrite that did not finish
         store.remove_temporaries(work.run_dir)
-        started = _mark(work, store.mark_running, "running")
+        started = _mark_running(work)
         try:
             execute(work, started)
         except BaseException as err:
@@ -136,12 +136,12 @@ def run_guarded(plan: Plan, execute: Callable[[Plan, float], None]) -> Path:
     return plan.run_dir
 
 
-def _mark(plan: Plan, mark: Callable[[Path], float], state: str) -> float:
+def _mark_running(plan: Plan) -> float:
     try:
-        return mark(plan.run_dir)
+        return store.mark_running(plan.run_dir)
     except OSError as err:
         raise ValueError(f"the run folder {plan.run_dir} cannot be written ({err.strerror or err}); its status "
-                         f"cannot say {state}: choose a results_root you can write to") from None
+                         "cannot say running: choose a results_root you can write to") from None
 
 
 def _failed(plan: Plan, started: float, err: BaseException) -> None:

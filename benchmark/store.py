@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -206,8 +207,6 @@ def is_finished(run_dir: Path, required: list[str] | None = None) -> bool:
 def remove_temporaries(run_dir: Path) -> None:
     """Delete half-written temporary files and spill folders a killed process left (call only while holding the
     run's lock)."""
-    import shutil
-
     for tmp in Path(run_dir).rglob(".*.tmp"):
         tmp.unlink(missing_ok=True)
     for spill in Path(run_dir).glob(".maps_spill_*"):
@@ -225,8 +224,6 @@ def _replaced(run_dir: Path) -> Path:
 
 def replace_run(new: Path, run_dir: Path) -> None:
     """Put the finished run ``new`` in place of ``run_dir``: two renames, then the old one is deleted."""
-    import shutil
-
     old = _replaced(run_dir)
     shutil.rmtree(old, ignore_errors=True)
     os.rename(run_dir, old)
@@ -236,8 +233,6 @@ def replace_run(new: Path, run_dir: Path) -> None:
 
 def recover_replaced(run_dir: Path) -> None:
     """A process killed between ``replace_run``'s two renames left the previous run aside: put it back."""
-    import shutil
-
     old, run_dir = _replaced(run_dir), Path(run_dir)
     if not old.is_dir():
         return

@@ -102,7 +102,7 @@ def with_overrides(arch: Architecture, model: Optional[nn.Module], units: Option
     ``model``, an instance of it)."""
     import dataclasses
 
-    from benchmark.models.derive import check_units
+    from benchmark.models.derive import check_gradcam_layer, check_units
 
     if units is None and gradcam_layer is None:
         return arch
@@ -110,10 +110,7 @@ def with_overrides(arch: Architecture, model: Optional[nn.Module], units: Option
     if units is not None:
         changes["units"] = check_units(model, units)
     if gradcam_layer is not None:
-        if gradcam_layer not in dict(model.named_modules()):
-            raise ValueError(f"model.gradcam_layer={gradcam_layer!r} is not a module of model {arch.name!r}; its "
-                             f"default is {arch.gradcam_layer!r}")
-        changes["gradcam_layer"] = gradcam_layer
+        changes["gradcam_layer"] = check_gradcam_layer(model, gradcam_layer, arch.name, arch.gradcam_layer)
     return dataclasses.replace(arch, **changes)
 
 

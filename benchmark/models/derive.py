@@ -139,6 +139,13 @@ def check_units(model: nn.Module, units: dict[str, list[str]] | dict[str, tuple[
     return out
 
 
+def check_gradcam_layer(model: nn.Module, layer: str, name: str, default: Optional[str]) -> str:
+    """``model.gradcam_layer`` checked against the model's module paths."""
+    if layer not in dict(model.named_modules()):
+        raise ValueError(f"model.gradcam_layer={layer!r} is not a module of model {name!r}; its default is {default!r}")
+    return layer
+
+
 def units_table(units: dict[str, tuple[str, ...]], model: nn.Module) -> str:
     """A plain-text table of the units in forward order: name, module paths, parameter count."""
     rows = [("unit", "modules", "parameters")]

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from benchmark.models.derive import check_units, probe, reset_init, units_table
+from benchmark.models.derive import check_gradcam_layer, check_units, probe, reset_init, units_table
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,8 @@ def architecture_of(model: nn.Module, example: torch.Tensor, name: str, *, units
     derived = probe(model, example)
     declared = check_units(model, units) if units is not None else None
     chosen = declared if declared is not None else derived.units
-    layer = derived.gradcam_layer if gradcam_layer is None else gradcam_layer
-    if gradcam_layer is not None and gradcam_layer not in dict(model.named_modules()):
-        raise ValueError(f"model.gradcam_layer={gradcam_layer!r} is not a module of the model; e.g. "
-                         f"{derived.gradcam_layer!r} (the derived default)")
+    layer = (derived.gradcam_layer if gradcam_layer is None
+             else check_gradcam_layer(model, gradcam_layer, name, derived.gradcam_layer))
     if not quiet:
         log.info("model %s: %d units (%s), in forward order:\n%s%s", name, len(chosen),
                  "declared" if declared is not None else "derived from the forward pass", units_table(chosen, model),
