@@ -21,7 +21,7 @@ from torch import nn
 
 from benchmark.checks import Models, get_test
 from benchmark.config import ExperimentConfig
-from benchmark.core import Result, compute, plan
+from benchmark.core import Result, compute, plan, probe_inputs
 from benchmark.data import Dataset
 from benchmark.methods import as_method
 from benchmark.inputs import Setup, check_target, runtime_setup, select_images
@@ -205,6 +205,7 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
         chosen = select_images(dataset, cfg.n_images)
         check_target(cfg, dataset, chosen[1])
         s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
+        probe_inputs(p.methods, s)
         return compute(p, s, _models(p, s, model, random_model, train_fn, train_data))
 
 

@@ -114,6 +114,16 @@ def probe_external(methods: list[Method], models: Models, s: Setup) -> None:
             probe_method(m, model, x, target)
 
 
+def probe_inputs(methods: list[Method], s: Setup) -> None:
+    """Checks that need a real image, on the first one, before any model is trained or stage computed: a
+    segmentation of one region (leave-one-out, LIME)."""
+    first = s.images[0][0]
+    for m in methods:
+        check = getattr(m, "check_regions", None)
+        if check is not None:
+            check(first)
+
+
 def compute(p: Plan, s: Setup, models: Models) -> Result:
     """Explain and score every stage of the plan's test on the given models."""
     check = get_test(p.test)
@@ -133,6 +143,7 @@ def compute(p: Plan, s: Setup, models: Models) -> Result:
 def _execute(p: Plan, started: float) -> None:
     s = setup(p.cfg, p.arch)
     s.spill_dir = p.run_dir
+    probe_inputs(p.methods, s)
     models = get_test(p.test).obtain(p, s)
     compute(p, s, models).write(p.run_dir, started)
 

@@ -16,7 +16,7 @@ from benchmark.methods import Method
 from benchmark.models import Architecture
 from benchmark.randomization import Stage
 from benchmark.report.stats import check_verdict
-from benchmark.resolve import resolve_architecture, resolve_methods
+from benchmark.resolve import example_shape, resolve_architecture, resolve_methods
 from benchmark.similarity import check_metrics
 from benchmark.validation import (check_counts, check_finite, check_initializers, check_model_data, check_names,
                                   check_ranges, check_similarity)
@@ -57,6 +57,9 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
         arch = resolve_architecture(cfg)
     check_initializers(cfg, arch)
     methods = resolve_methods(cfg, arch, cfg.skip_unsupported_methods, extra_methods)
+    shape = tuple(arch.input_size) if given else example_shape(cfg)[1:]
+    for m in methods:
+        m.check_input(shape)
     check_metrics(list(cfg.similarity.metrics))
     check_verdict(cfg.verdict)
     check_similarity(cfg, arch)

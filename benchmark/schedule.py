@@ -72,11 +72,12 @@ def _one_at_a_time(scorer: StageScorer, cfg: ExperimentConfig, arch: Architectur
         with context as model:
             seen = scorer.observe(stage, model)
             engine = engine_for(cfg, arch, methods, model)
-            passes = engine.passes_per_image
             if progress is None:
-                progress = Progress(passes * len(x) * (n_stages or len(arch.units) + 1), cfg.progress, "maps")
+                progress = Progress(engine.items_per_image(x, ids) * len(x) * (n_stages or len(arch.units) + 1),
+                                    cfg.progress, "maps")
             engine.progress = progress
             maps = engine.explain(x, seen.target, ids, stage_key=f"stage{stage.index}")
+            passes = engine.passes_per_image
         scorer.score(seen, maps, time.time() - t_stage)
     if progress is not None:
         progress.close()
@@ -99,7 +100,7 @@ def _together(scorer: StageScorer, cfg: ExperimentConfig, arch: Architecture, me
         seen_all.append(seen)
         own.append(time.time() - t_stage)
     engine = engine_for(cfg, arch, methods, shared_model)
-    engine.progress = progress = Progress(engine.passes_per_image * len(x) * len(plans), cfg.progress, "maps")
+    engine.progress = progress = Progress(engine.items_per_image(x, ids) * len(x) * len(plans), cfg.progress, "maps")
     for first in range(0, len(plans), JOINT_STAGES):
         group = range(first, min(first + JOINT_STAGES, len(plans)))
         t_maps = time.time()

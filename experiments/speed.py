@@ -4,6 +4,7 @@
     python experiments/speed.py --n-images 8 --skip quantus       # a quick look
     python experiments/speed.py --memory                          # + peak RSS against images and stages
     python experiments/speed.py --memory-only                     # only the peak RSS table
+    python experiments/speed.py --perturbation                    # occlusion, leave-one-out, LIME: speed_perturbation.py
 
 (a) this suite: ``score_stages`` (engine, post-processing, Spearman ABS / no-ABS), as a run does it:
     the stages explained together, the layers a stage leaves unchanged computed once for all stages;
@@ -506,6 +507,13 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--probe-stages", type=int, default=5, help=argparse.SUPPRESS)
     ap.add_argument("--inception-probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--perturbation", action="store_true", help="occlusion, leave-one-out and LIME against Captum and "
+                    "Quantus instead (experiments/speed_perturbation.py, with options of its own: --perturbation --help)")
+    if "--perturbation" in sys.argv[1:]:
+        import speed_perturbation
+
+        speed_perturbation.main([a for a in sys.argv[1:] if a != "--perturbation"])
+        return
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.probe:

@@ -165,8 +165,13 @@ def test_slurm_sweep_cancelled_and_killed_jobs_then_the_same_command_finishes_ea
             proc.wait()
     first = first_log.read_text()
     assert proc.returncode != 0 and f"Job {running[0]} " in first and "has not produced any output" in first, first[-3000:]
-    states = {line.split("|")[0]: line.split("|")[1].split()[0]
-              for line in slurm(cluster, "sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", array_id).splitlines()}
+
+    def ended_states():  # accounting records a job's end after squeue drops it: wait for all three
+        got = {line.split("|")[0]: line.split("|")[1].split()[0]
+               for line in slurm(cluster, "sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", array_id).splitlines()}
+        return got if len(got) == 3 and not {"PENDING", "RUNNING", "COMPLETING"} & set(got.values()) else None
+
+    states = wait_until("accounting to record the three jobs' ends", ended_states, 120, first_log)
     assert sorted(states.values()) == ["CANCELLED", "COMPLETED", "FAILED"], states
     assert not store.is_finished(cancelled) and not store.is_finished(killed)
     finished = [d for d in runs_under(root) if store.is_finished(d)]

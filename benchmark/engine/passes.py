@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from benchmark.engine.forward import finish_streams, forward_item_bytes, run_streams, streams_for
 from benchmark.engine.modes import FEW_CHANNELS, few_channel_convs, guided_relus
 from benchmark.engine.state import _has_conv, _like, capture_output, channels_last, prepared, swapped
 from benchmark.methods.base import ExternalMethod, Method
@@ -82,13 +83,21 @@ class Engine:
             for p in m.primitives():
                 if p not in self.primitives:
                     self.primitives.append(p)
-        self.passes_per_image = self._count_items()
+        self.forward = [p for p in self.primitives if p.forward_only]
+        self.passes_per_image = self._count_items()  # gradient items; forward items once images are seen
+
+    def items_per_image(self, x: torch.Tensor, image_ids: torch.Tensor) -> int:
+        """Items per image per stage: the gradient items and the first image's distinct masked copies."""
+        n = self._count_items()
+        if self.forward:
+            n += sum(len(s.masks) for s in streams_for(self.forward, x[:1], image_ids[:1], self.seed))
+        return n
 
     def _groups(self, guided: bool) -> list[list[Primitive]]:
-        """The requests of one pass kind grouped by their ``share`` key, in rank order (stable)."""
+        """The gradient requests of one pass kind grouped by their ``share`` key, in rank order (stable)."""
         groups: dict[Any, list[Primitive]] = {}
         for p in self.primitives:
-            if p.guided == guided:
+            if p.guided == guided and not p.forward_only:
                 groups.setdefault(p.share(), []).append(p)
         return sorted(groups.values(), key=lambda g: g[0].rank)
 
@@ -227,15 +236,33 @@ class Engine:
                 run_plans = [StagePlan(p.key, p.target, [(t, like[id(v)]) for t, v in p.state], p.cut) for p in plans]
                 for guided in (False, True):
                     self._run(x, run_plans, self._segments(x, image_ids, guided), guided, steps, sums)
+                if self.forward:
+                    self._run_forward(x, image_ids, run_plans, steps, sums)
         self.stage_seconds = [s.seconds for s in sums]
         return [self._combine(x, image_ids, plan, acc) for plan, acc in zip(plans, sums)]
+
+    def _run_forward(self, x, image_ids, plans, steps, sums) -> None:
+        streams = streams_for(self.forward, x, image_ids, self.seed)
+        self.passes_per_image = self._count_items() + round(sum(len(s.masks) for s in streams) / len(x))
+        key = tuple(x.shape[1:])
+        if key not in self._chunks:
+            self._chunks[key] = estimate_item_bytes(self.model, x)
+        chunk = int(max(1, min(self.max_chunk, self.memory_budget // forward_item_bytes(self._chunks[key]))))
+        seconds = [0.0] * len(plans)
+        run_streams(streams, plans, steps, chunk, self.channels_last, getattr(self.model, "equivalent_rewrite", None),
+                    seconds, self.progress)
+        for k, acc in enumerate(sums):
+            acc.seconds += seconds[k]
+            acc.forward = finish_streams(streams, len(x), k)
 
     def _combine(self, x: torch.Tensor, image_ids: torch.Tensor, plan: "StagePlan",
                  sums: "_StageSums") -> dict[str, torch.Tensor]:
         acc, acc_sq = sums.acc, sums.acc_sq
         results = Results(inputs=x, image_ids=image_ids, seed=self.seed, stage_key=plan.key)
         for p in self.primitives:
-            if p not in acc:  # no method of this set ran a pass (none uses the model)
+            if p in sums.forward:
+                results.values[p] = sums.forward[p]
+            if p not in acc:  # no method of this set ran a pass (none uses the model), or a forward-only request
                 continue
             results.values[p] = p.result(acc[p], acc_sq.get(p))
         results.layer_activation, results.layer_gradient = sums.layer_activation, sums.layer_gradient
@@ -281,6 +308,7 @@ class _StageSums:
     layer_activation: Optional[torch.Tensor] = None
     layer_gradient: Optional[torch.Tensor] = None
     seconds: float = 0.0
+    forward: dict[Any, torch.Tensor] = field(default_factory=dict)  # forward-only requests' maps
 
     def _slot(self, table: dict[Any, torch.Tensor], p: Any, like: torch.Tensor) -> torch.Tensor:
         if p not in table:

@@ -19,13 +19,17 @@ from benchmark.methods.guided_gradcam import GuidedGradCAM
 from benchmark.methods.ig_smoothgrad import IGSmoothGrad
 from benchmark.methods.integrated_gradients import IntegratedGradients
 from benchmark.methods.noise import Noise
+from benchmark.methods.meaningful_perturbation import MeaningfulPerturbation
+from benchmark.methods.perturbation import LeaveOneOut, Lime, Occlusion
+from benchmark.methods.propagation import LRP, DeepLift
 from benchmark.methods.smoothgrad import SmoothGrad
 from benchmark.methods.vargrad import VarGrad
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Gradient, GradientXInput, IntegratedGradients, SmoothGrad, VarGrad, IGSmoothGrad,
-                GuidedBackprop, GradCAM, GuidedGradCAM, Edge, Noise)
+                GuidedBackprop, GradCAM, GuidedGradCAM, Edge, Noise, Occlusion, LeaveOneOut, Lime,
+                MeaningfulPerturbation, LRP, DeepLift)
 }
 METHODS["captum"] = CaptumMethod  # the generic slot; captum_<class> names one class each
 METHODS["custom"] = CustomMethod
@@ -69,10 +73,11 @@ def _check_keys(name: str, cls: type, settings: dict[str, Any]) -> None:
             raise ValueError(f"method.{name}.{key}={value!r} must be a positive whole number, e.g. 50")
         if key == "noise_level" and (not isinstance(value, (int, float)) or not 0 < value < float("inf")):
             raise ValueError(f"method.{name}.{key}={value!r} must be a positive number, e.g. 0.15")
-        if key == "baseline" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        ig = issubclass(cls, (IntegratedGradients, IGSmoothGrad))  # lrp and deeplift check their own rule, baseline
+        if key == "baseline" and ig and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"method.{name}.baseline={value!r} must be a number (the constant baseline image), "
                              "e.g. 0.0")
-        if key == "rule" and value not in IG_RULES:
+        if key == "rule" and ig and value not in IG_RULES:
             raise ValueError(f"method.{name}.rule={value!r} is not an IG rule; use one of {list(IG_RULES)}")
 
 

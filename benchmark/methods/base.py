@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from benchmark.methods.primitives import (GradientPass, NoisyGradients, NoisyStats, PathGradients, Primitive,  # noqa: F401
-                                          Results, Segment)
+from benchmark.methods.primitives import (GradientPass, NoisyGradients, NoisyStats, PathGradients, Perturbation,  # noqa: F401
+                                          Primitive, Results, Segment)
 
 
 class Method:
@@ -37,6 +37,10 @@ class Method:
 
     def check(self) -> None:
         """Raise ValueError (key, value, fix) for settings that cannot work; called when built."""
+
+    def check_input(self, shape: tuple[int, int]) -> None:
+        """Raise ValueError (key, value, fix) for settings that cannot work on (H, W) images; called before any
+        data is loaded."""
 
     def combine(self, results: "Results") -> torch.Tensor:
         """The map, (B, C, H, W) or (B, 1, H, W), from the primitives' results."""

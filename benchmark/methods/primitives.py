@@ -59,6 +59,8 @@ class Primitive:
 
     # Items of one image run in this order of ranks (single passes, then noisy samples, then paths).
     rank: ClassVar[int] = 0
+    # Forward passes without gradients (``Perturbation``), run apart from the gradient items.
+    forward_only: ClassVar[bool] = False
 
     @property
     def guided(self) -> bool:
@@ -81,6 +83,33 @@ class Primitive:
     def result(self, sums: torch.Tensor, squares: Optional[torch.Tensor]) -> Any:
         """The result methods read, from the float64 sums (and sums of squares) of its items' gradients."""
         return sums.float()
+
+
+@dataclass(frozen=True)
+class Perturbation(Primitive):
+    """Forward passes only: the target's score on masked copies of each image (``benchmark.engine.forward``).
+
+    ``prepare`` gives an image's (n, H, W) boolean masks (True: the pixel takes the fill's value in every
+    channel) and what ``finish`` needs besides; ``finish`` turns the scores of the masked copies and of the image
+    into the (1, H, W) map. Requests with the same fill share one stream: each distinct masked copy of an image
+    is run once for all of them.
+    """
+
+    fill: str = "zero"  # zero | mean | blur
+    blur_sigma: float = 0.0  # 0: sized to the image (benchmark.methods.perturbation.auto_blur_sigma)
+    output: str = "logit"  # logit | probability
+    forward_only: ClassVar[bool] = True
+    rank = 3
+
+    def share(self):
+        return ("perturbation", self.fill, self.blur_sigma if self.fill == "blur" else 0.0)
+
+    def prepare(self, x: torch.Tensor, image_id: int, seed: int) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def finish(self, x: torch.Tensor, fill: torch.Tensor, masks: torch.Tensor, aux: Any, scores: torch.Tensor,
+               base: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
