@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmark.config import ExperimentConfig, resolve_profile
-from benchmark.data import check_data_name, check_holdout_fraction
+from benchmark.data import UNLABELLED, check_data_name, check_holdout_fraction
 from benchmark.methods import Method
 from benchmark.models import Architecture
 from benchmark.randomization import Stage
@@ -37,6 +37,15 @@ class Plan:
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
+def check_labels(cfg: ExperimentConfig) -> None:
+    """target=label on a data set that has no labels, known from its name."""
+    from benchmark.config import Target
+
+    if Target(cfg.target) == Target.label and cfg.data.name in UNLABELLED:
+        raise ValueError(f"target=label but data {cfg.data.name!r} has no labels for these images; use "
+                         "target=predicted or target=original_prediction")
+
+
 def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
              extra_methods: Optional[list[Method]] = None) -> tuple[Architecture, list[Method]]:
     """Every check that needs neither data nor training; fails with the key, the value and the fix.
@@ -52,7 +61,8 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
     given = arch is not None and arch.source == "given"
     if not given:
         check_data_name(cfg.data.name)
-    check_holdout_fraction(cfg.data.holdout_fraction)
+        check_labels(cfg)
+    check_holdout_fraction(cfg.data.holdout_fraction, None if given else cfg.data.name)
     if arch is None:
         arch = resolve_architecture(cfg)
     check_initializers(cfg, arch)

@@ -82,7 +82,7 @@ def resolve_architecture(cfg: ExperimentConfig) -> Architecture:
         def build(channels: int = 0, classes: int = 0):  # a fresh instance each time (two for data randomization)
             fresh = external.build_target(m.target)
             if m.weights is not None:
-                from benchmark.training import load_weights
+                from benchmark.checkpoints import load_weights
 
                 fresh.load_state_dict(load_weights(m.weights, fresh))
             return fresh

@@ -11,7 +11,7 @@ from benchmark.config import ExperimentConfig
 from benchmark.data import PHOTO_LOADERS
 from benchmark.models import Architecture
 from benchmark.similarity import hog_pixels_per_cell
-from benchmark.training import check_weights_file
+from benchmark.checkpoints import check_weights_file
 
 
 # A name that becomes a folder of the run's path: no separators, no '..', no leading dot.

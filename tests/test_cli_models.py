@@ -133,3 +133,28 @@ def test_data_randomization_trains_two_fresh_instances_of_a_custom_model(tmp_pat
     df = pd.read_parquet(run_dir / "scores.parquet")
     assert dict(zip(df.stage, df.layer)) == {0: "true_labels", 1: "random_labels"}
     assert (df[df.stage == 1].value < 0.99).all()  # two different models, not one instance twice
+
+
+def test_two_custom_methods_under_names_of_their_own(tmp_path, monkeypatch):
+    """``+method.<name>.target=module:fn`` adds a custom method named <name>: several in one run."""
+    from conftest import smoke_cfg
+
+    (tmp_path / "two_methods.py").write_text(
+        "import torch\n\n"
+        "def plain(model, x, target):\n"
+        "    x = x.clone().requires_grad_(True)\n"
+        "    out = model(x).gather(1, target[:, None]).sum()\n"
+        "    return torch.autograd.grad(out, x)[0]\n\n"
+        "def squared(model, x, target):\n"
+        "    return plain(model, x, target) ** 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = smoke_cfg(tmp_path / "results", "method=[gradient]", "+method.plain.target=two_methods:plain",
+                    "+method.squared.target=two_methods:squared", "+method.squared.signed=false", "n_images=2",
+                    "n_saved_images=2")
+    scores = pd.read_parquet(run(cfg) / "scores.parquet")
+    assert set(scores.method) == {"gradient", "plain", "squared"}
+    a = scores[(scores.method == "plain")].sort_values(["stage", "metric", "image"]).value.to_numpy()
+    b = scores[(scores.method == "gradient")].sort_values(["stage", "metric", "image"]).value.to_numpy()
+    assert abs(a - b).max() < 1e-4  # the same gradient, computed by the user's function
+    with pytest.raises(ValueError, match=r"method\.nope\.target='two_methods:missing'"):
+        run(smoke_cfg(tmp_path / "results", "+method.nope.target=two_methods:missing"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -39,9 +41,24 @@ class Dataset:
         return int(self.train_images.shape[2]), int(self.train_images.shape[3])
 
 
-def check_holdout_fraction(fraction: float) -> None:
+# (images, classes) of the data sets whose size is known before they are loaded (scikit-learn's bundled digits).
+KNOWN_SIZES = {"digits": (1797, 10)}
+# Data sets without labels: target=label cannot work on them.
+UNLABELLED = frozenset({"skimage_photos"})
+
+
+def check_holdout_fraction(fraction: float, name: Optional[str] = None) -> None:
+    """A fraction in (0, 1) and, where the data set's size is known, one that leaves an image of every class on
+    both sides of the stratified split (scikit-learn holds out ceil(fraction x images))."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"data.holdout_fraction={fraction} must lie strictly between 0 and 1, e.g. 0.2")
+    if name in KNOWN_SIZES:
+        n, classes = KNOWN_SIZES[name]
+        held = math.ceil(fraction * n)
+        if min(held, n - held) < classes:
+            raise ValueError(f"data.holdout_fraction={fraction} cannot give a stratified split of the {n} {name} "
+                             f"images: {held} held out and {n - held} for training, and each side needs one of every "
+                             f"one of the {classes} classes; choose a fraction such as 0.2")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

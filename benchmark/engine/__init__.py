@@ -1,9 +1,10 @@
-"""The engine: passes over chunks of items (``passes``), function modes (``modes``), kernels (``kernels``)
-and the model-state context managers (``state``)."""
+"""The engine: passes over chunks of items (``passes``, their sums in ``sums``), forward-only work (``forward``),
+function modes (``modes``), kernels (``kernels``) and the model-state context managers (``state``)."""
 
 from benchmark.engine.kernels import conv2d_input_grad
 from benchmark.engine.modes import FEW_CHANNELS, _FewChannelConv, _GuidedReLU, few_channel_convs, guided_relus
-from benchmark.engine.passes import Engine, StagePlan, estimate_item_bytes
+from benchmark.engine.passes import Engine, StagePlan
+from benchmark.engine.sums import estimate_item_bytes
 from benchmark.engine.state import capture_output, channels_last, prepared, swapped
 from benchmark.methods.primitives import NoisyStats, Results
 from benchmark.sampling import IG_RULES, noise_scale, path_alphas, standard_noise

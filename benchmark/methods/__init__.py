@@ -51,9 +51,18 @@ def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method
         method = captum_method(name, settings)
         method.check()
         return method
+    if name not in METHODS and "target" in settings:  # +method.<name>.target=module:fn: a custom method named <name>
+        _check_keys(name, CustomMethod, settings)
+        method = CustomMethod(**{"label": name, **settings})
+        method.check()
+        if method.name != name:
+            raise ValueError(f"method.{name}.label={method.name!r} differs from the method's key; leave label out (the "
+                             f"key {name!r} names it)")
+        return method
     if name not in METHODS:
         raise ValueError(f"method {name!r} is not a known method; use some of {sorted(METHODS)}, captum_<class> "
-                         "(a captum.attr class, e.g. captum_deeplift) or custom (method.custom.target=module:fn)")
+                         "(a captum.attr class, e.g. captum_deeplift), custom (method.custom.target=module:fn) or "
+                         f"your own under any name (+method.{name}.target=module:fn)")
     cls = METHODS[name]
     _check_keys(name, cls, settings)
     method = cls(**settings)

@@ -1,4 +1,5 @@
-"""A method by import path: ``method=[gradient,custom] method.custom.target=my_methods:saliency``.
+"""A method by import path: ``method=[gradient,custom] method.custom.target=my_methods:saliency``, or several under
+names of their own: ``method=[gradient] +method.mine.target=my_methods:saliency +method.theirs.target=lib:explain``.
 
 The target is a function ``(model, x, target) -> map``, or a class built as ``cls(model, **init_kwargs)``
 whose ``attribute(x, target=...)`` gives the map (Captum's contract). Reported under ``label``, or the
@@ -35,9 +36,10 @@ class CustomMethod(ExternalMethod):
     def resolve(self) -> Any:
         from benchmark.models.external import import_target
 
-        obj = import_target(self.target, "method.custom.target")
+        key = f"method.{self.label if self.label and self.registry_name != self.label else 'custom'}.target"
+        obj = import_target(self.target, key)
         if not isinstance(obj, type):
-            check_callable(obj, "method.custom.target")
+            check_callable(obj, key)
         return obj
 
     def check(self) -> None:

@@ -83,7 +83,7 @@ def build_torchvision_any(arch: str, weights: Optional[str], num_classes: int = 
     state-dict file, or None (random, the offline smoke path). Returns the model and where its weights came from."""
     import torchvision
 
-    from benchmark.training import load_weights
+    from benchmark.checkpoints import load_weights
 
     check_torchvision_arch(arch)
     enum = torchvision.models.get_model_weights(arch)

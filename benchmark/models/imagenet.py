@@ -195,7 +195,7 @@ def build_torchvision(name: str, num_classes: int, scaling: str = "imagenet") ->
 def load_weights(model: nn.Module, name: str, weights: Optional[str]) -> str:
     """Load torchvision weights ``weights`` (a weights name or DEFAULT) into ``model``; returns provenance.
 
-    A state-dict file goes through ``training.load_weights``, which checks it against the model.
+    A state-dict file goes through ``checkpoints.load_weights``, which checks it against the model.
     """
     if weights is None:
         return "random (model.weights=null): no pretrained weights loaded"
