@@ -7,7 +7,7 @@ accepts their names from YAML and the command line.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
@@ -76,6 +76,41 @@ def _neutral(group: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
     return field(default=default, default_factory=factory, metadata={"group": group})
 
 
+def _hashed_unless_default(default: Any) -> Any:
+    """A result key added after run ids were first issued: hashed into the run id only when it differs from
+    ``default``, so every run made before it existed keeps its id (``hash_omitted``, ``store.config_hash``)."""
+    return field(default=default, metadata={"hash": "unless_default"})
+
+
+def hash_omitted(cfg: Any) -> list[tuple[str, str]]:
+    """(group, key) of every ``_hashed_unless_default`` key of ``cfg``'s groups that is at its default."""
+    out = []
+    for group in fields(cfg):
+        value = getattr(cfg, group.name)
+        if not is_dataclass(value):
+            continue
+        for f in fields(value):
+            if f.metadata.get("hash") == "unless_default" and getattr(value, f.name) == f.default:
+                out.append((group.name, f.name))
+    return out
+
+
+# numpy.histogram_bin_edges' rules, accepted by similarity.entropy_bins.
+ENTROPY_BIN_RULES = ("auto", "fd", "doane", "scott", "stone", "rice", "sturges", "sqrt")
+
+
+def check_entropy_bins(value: Any, key: str = "similarity.entropy_bins") -> None:
+    """A whole number of bins (at least 1) or one of numpy's rules; ValueError with the key, the value and the fix."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{key}={value!r} must be a whole number of bins or one of {list(ENTROPY_BIN_RULES)}, "
+                         "e.g. 100")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{key}={value} must be at least 1 bin; use e.g. {key}=100 (Quantus' default)")
+    if isinstance(value, str) and value not in ENTROPY_BIN_RULES:
+        raise ValueError(f"{key}={value!r} is not a bin rule; use a whole number of bins, e.g. 100, or one of "
+                         f"numpy's rules {list(ENTROPY_BIN_RULES)}")
+
+
 @dataclass
 class ModelConfig:
     name: str = "cnn"
@@ -118,6 +153,10 @@ class DataConfig:
     # model's own, e.g. 342 / 299 for Inception v3). Smaller crops make quick runs.
     resize: Optional[int] = None
     crop: Optional[int] = None
+    # data=planted (benchmark/data/planted.py): the square's side in pixels, and what decides the label
+    # (pattern: the square's place; digit: the digit, the square a distractor).
+    planted_size: int = _hashed_unless_default(3)
+    planted_variant: str = _hashed_unless_default("pattern")
 
 
 @dataclass
@@ -167,6 +206,10 @@ class SimilarityConfig:
     hog_pixels_per_cell: Optional[int] = None
     hog_cells_per_block: int = 2
     percentile: float = 99.0
+    # Histogram bins of the entropy metric (entropy_change, the efficient MPRT's score): a whole number of
+    # equal-width bins (100, Quantus' default), or one of numpy's rules (ENTROPY_BIN_RULES) applied per image to
+    # the reference map, clamped to [10, 200] as Quantus clamps its rules. Left out of the run id at its default.
+    entropy_bins: Any = _hashed_unless_default(100)
 
 
 class VerdictRule(str, Enum):
@@ -278,7 +321,9 @@ PROFILES: dict[Profile, dict[str, Any]] = {
 
 
 def resolve_profile(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Fill every setting left at None with the profile's value (in place, returned)."""
+    """Fill every setting left at None with the profile's value (in place, returned); a bad
+    ``similarity.entropy_bins`` fails here, the first check of every run."""
+    check_entropy_bins(cfg.similarity.entropy_bins)
     values = PROFILES[Profile(cfg.profile)]
     if cfg.randomization.reinit is None:
         cfg.randomization.reinit = values["reinit"]

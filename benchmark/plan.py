@@ -62,6 +62,10 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
     if not given:
         check_data_name(cfg.data.name)
         check_labels(cfg)
+        if cfg.data.name == "planted":
+            from benchmark.data.planted import check_planted
+
+            check_planted(cfg.data)
     check_holdout_fraction(cfg.data.holdout_fraction, None if given else cfg.data.name)
     if arch is None:
         arch = resolve_architecture(cfg)

@@ -13,7 +13,7 @@ import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -23,11 +23,18 @@ from benchmark.config import BatchNormStats, Order, RandomizationConfig, Reinit
 from benchmark.models import Architecture, unit_modules
 
 
+# (the configured target rule's classes, the stage model's logits, the image ids) -> the classes to explain
+TargetRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class Stage:
     index: int  # 0 = the trained model
     layer: str  # unit randomized at this stage ('original' at stage 0)
     units: tuple[str, ...]  # every unit randomized in this stage's model
+    # The classes this stage explains, from what the configured rule (``target``) chose; None: that rule's
+    # classes (every stage of the paper's tests). The random-logit test's second stage draws another class.
+    target: Optional[TargetRule] = None
 
 
 def stages(arch: Architecture, order: Order, units: Sequence[str] | None = None) -> list[Stage]:

@@ -136,7 +136,8 @@ class StageScorer:
         self.saved = SavedMaps(self.spill_dir)
 
     def observe(self, stage: Stage, model: nn.Module) -> Seen:
-        """The stage model's own output, accuracy and the targets to explain."""
+        """The stage model's own output, accuracy and the targets to explain (the configured rule's, or what the
+        stage's own ``target`` makes of them)."""
         x, labels, _ = self.images
         with torch.no_grad():
             logits = model(x.to(self.device)).float().cpu()
@@ -152,6 +153,8 @@ class StageScorer:
             target = self._ref_logits.argmax(1)
         else:
             target = labels
+        if stage.target is not None:  # a stage that chooses its own classes (benchmark.randomization.Stage.target)
+            target = torch.as_tensor(stage.target(target, logits, self.images[2])).long()
         return Seen(stage, logits, accuracy, target)
 
     def score(self, seen: Seen, maps: dict[str, torch.Tensor], seconds: float) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
-from benchmark.config import NON_RESULT_KEYS, ExperimentConfig
+from benchmark.config import NON_RESULT_KEYS, ExperimentConfig, hash_omitted
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def config_hash(cfg: ExperimentConfig, length: int = 10, identity: dict[str, Any
     """Hash of the resolved config without the keys that do not change results (and of ``identity``, when given:
     digests of a given model's weights and inputs)."""
     plain = {k: v for k, v in to_plain(cfg).items() if k not in NON_RESULT_KEYS}
+    for group, key in hash_omitted(cfg):  # keys added later, at their defaults: earlier runs keep their ids
+        plain.get(group, {}).pop(key, None)
     if identity:
         plain["identity"] = identity
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"))

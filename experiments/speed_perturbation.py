@@ -46,6 +46,7 @@ import logging
 import os
 import sys
 import time
+import types
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -198,13 +199,13 @@ def run_suite(cfg: ExperimentConfig, arch, model: nn.Module, names: list[str], s
     return time.perf_counter() - start, out
 
 
-# (label, module, attribute, parent label); nested phases are part of their parent's time.
+# (label, defining module, attribute, parent label); nested phases are part of their parent's time.
 PHASES = [
-    ("regions, draws, masks (streams_for)", "benchmark.engine.passes", "streams_for", None),
+    ("regions, draws, masks (streams_for)", "benchmark.engine.forward", "streams_for", None),
     ("SLIC (slic_labels)", "benchmark.methods.perturbation", "slic_labels", "regions, draws, masks (streams_for)"),
     ("forward chunks (_chunk)", "benchmark.engine.forward", "_chunk", None),
     ("masked copies built (Stream.make)", "benchmark.engine.forward", "Stream.make", "forward chunks (_chunk)"),
-    ("maps from scores (finish_streams)", "benchmark.engine.passes", "finish_streams", None),
+    ("maps from scores (finish_streams)", "benchmark.engine.forward", "finish_streams", None),
     ("LIME kernel weights (LimeScores.weights)", "benchmark.methods.perturbation", "LimeScores.weights",
      "maps from scores (finish_streams)"),
     ("ridge fits (sklearn Ridge.fit)", "sklearn.linear_model", "Ridge.fit", "maps from scores (finish_streams)"),
@@ -217,9 +218,8 @@ PHASES = [
 
 @contextmanager
 def timed(owner: Any, attr: str, totals: dict[str, list[float]], label: str) -> Iterator[None]:
-    """``owner.attr`` wrapped with a clock adding to ``totals[label]`` (seconds, calls) for the block."""
-    had = attr in vars(owner)
-    original = vars(owner)[attr] if had else getattr(owner, attr)
+    """``owner.attr`` wrapped with a clock adding to ``totals[label]`` (seconds, calls) for the block; a module
+    function also wherever a loaded ``benchmark`` module imported it by name."""
     fn = getattr(owner, attr)
     row = totals.setdefault(label, [0.0, 0])
 
@@ -231,14 +231,21 @@ def timed(owner: Any, attr: str, totals: dict[str, list[float]], label: str) -> 
             row[0] += time.perf_counter() - start
             row[1] += 1
 
-    setattr(owner, attr, wrapper)
+    owners = [owner]
+    if isinstance(owner, types.ModuleType):
+        owners += [m for name, m in list(sys.modules.items())
+                   if name.startswith("benchmark") and m is not owner and vars(m).get(attr) is fn]
+    saved = [(o, attr in vars(o), vars(o).get(attr)) for o in owners]
+    for o in owners:
+        setattr(o, attr, wrapper)
     try:
         yield
     finally:
-        if had:
-            setattr(owner, attr, original)
-        else:
-            delattr(owner, attr)
+        for o, had, original in saved:
+            if had:
+                setattr(o, attr, original)
+            else:
+                delattr(o, attr)
 
 
 def profile_phases(run: Callable[[], Any]) -> dict[str, Any]:

@@ -132,8 +132,14 @@ def test_maps_do_not_depend_on_the_chunk_size(setup):
     methods = [build_method("occlusion", {}), build_method("lime", {"n_samples": 80})]
     big = Engine(model, methods).explain(x, t, torch.arange(3))
     small = Engine(model, methods, max_chunk=7).explain(x, t, torch.arange(3))
+    # a budget of 1 MB: the masks of one image at a time (a quarter of the budget holds LIME's 400 masks of 784 B)
+    lean = Engine(model, [build_method("occlusion", {}), build_method("lime", {"n_samples": 400})], memory_budget_mb=1)
+    one_by_one = lean.explain(x, t, torch.arange(3))
+    together = Engine(model, [build_method("occlusion", {}), build_method("lime", {"n_samples": 400})]).explain(
+        x, t, torch.arange(3))
     for name in big:
         torch.testing.assert_close(small[name], big[name], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(one_by_one[name], together[name], atol=1e-6, rtol=1e-5)
 
 
 def test_stages_explained_together_equal_each_stage_alone():
@@ -228,6 +234,7 @@ def test_every_new_method_through_data_randomization(tiny_cnn, digits_batch):
     assert (got[(got.layer == "random_labels") & (got.metric == "spearman")].value < 0.999).all()
 
 
+@pytest.mark.e2e
 def test_every_new_method_through_the_cascading_run_and_report(tmp_path):
     from conftest import smoke_cfg
 

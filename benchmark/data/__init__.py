@@ -31,6 +31,8 @@ class Dataset:
     input_range: tuple[float, float] = (0.0, 1.0)
     # What a reader must know about where the data came from (recorded in meta.json).
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Where the evidence is, where the data set knows it (data=planted): (N_eval, H, W) bool.
+    eval_regions: Optional[torch.Tensor] = None
 
     @property
     def in_channels(self) -> int:
@@ -42,7 +44,7 @@ class Dataset:
 
 
 # (images, classes) of the data sets whose size is known before they are loaded (scikit-learn's bundled digits).
-KNOWN_SIZES = {"digits": (1797, 10)}
+KNOWN_SIZES = {"digits": (1797, 10), "planted": (1797, 10)}
 # Data sets without labels: target=label cannot work on them.
 UNLABELLED = frozenset({"skimage_photos"})
 
@@ -89,8 +91,15 @@ def _load_fashion_mnist(cfg: DataConfig) -> Dataset:
     return load_mnist_like(cfg, "fashion_mnist")
 
 
+def _load_planted(cfg: DataConfig) -> Dataset:
+    from benchmark.data.planted import load_planted
+
+    return load_planted(cfg)
+
+
 LOADERS: dict[str, Callable[[DataConfig], Dataset]] = {
     "digits": _load_digits,
+    "planted": _load_planted,
     "mnist": _load_mnist,
     "fashion_mnist": _load_fashion_mnist,
 }

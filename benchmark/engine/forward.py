@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,13 +38,15 @@ class Stream:
         return torch.where(m, self.fill[None], self.x[None])
 
 
-def streams_for(requests: Sequence[Perturbation], x: torch.Tensor, image_ids: torch.Tensor, seed: int) -> list[Stream]:
-    """Every image's streams, one per fill; masks deduplicated across the requests of a fill."""
+def streams_for(requests: Sequence[Perturbation], x: torch.Tensor, image_ids: torch.Tensor, seed: int,
+                rows: Optional[Sequence[int]] = None) -> list[Stream]:
+    """The streams of the images at ``rows`` (all by default), one per fill; masks deduplicated across the requests
+    of a fill."""
     groups: dict[Any, list[Perturbation]] = {}
     for p in requests:
         groups.setdefault(p.share(), []).append(p)
     streams = []
-    for row in range(len(x)):
+    for row in range(len(x)) if rows is None else rows:
         for group in groups.values():
             first = group[0]
             img = x[row]
@@ -120,13 +122,37 @@ def _chunk(pieces, plans, steps, channels_last, rewrite, seconds, progress) -> N
         progress.advance(len(batch) * len(plans))
 
 
-def finish_streams(streams: Sequence[Stream], n_images: int, stage: int) -> dict[Perturbation, torch.Tensor]:
-    """Each request's (B, 1, H, W) maps for one plan from its streams' scores."""
-    out: dict[Perturbation, list[torch.Tensor]] = {}
+def finish_streams(streams: Sequence[Stream], stage: int, out: dict[Perturbation, dict[int, torch.Tensor]]) -> None:
+    """Each request's (1, H, W) map of every stream's image for one plan, into ``out[request][row]``."""
     for s in streams:
         for p, (masks, aux, rows) in s.members.items():
             col = 1 if p.output == "probability" else 0
             scores = s.scores[stage][:, col]
-            m = p.finish(s.x.cpu(), s.fill.cpu(), masks, aux, scores[rows], scores[0])
-            out.setdefault(p, [None] * n_images)[s.row] = m.float()
-    return {p: torch.stack(maps) for p, maps in out.items()}
+            out.setdefault(p, {})[s.row] = p.finish(s.x.cpu(), s.fill.cpu(), masks, aux, scores[rows], scores[0]).float()
+
+
+def run_forward(requests: Sequence[Perturbation], x: torch.Tensor, image_ids: torch.Tensor, seed: int,
+                plans: Sequence[Any], steps: Sequence[Callable], chunk: int, mask_budget: int, channels_last: bool,
+                rewrite: Any, progress: Any = None) -> tuple[list[dict[Perturbation, torch.Tensor]], list[float], int]:
+    """Every request's (B, 1, H, W) maps per plan, the seconds per plan, and the items run.
+
+    Images are taken a few at a time, as many as keep their masks under ``mask_budget`` bytes (at least one), so
+    memory does not grow with the number of images (LIME's 1000 masks of a 224 x 224 image are 50 MB)."""
+    seconds = [0.0] * len(plans)
+    maps: list[dict[Perturbation, dict[int, torch.Tensor]]] = [{} for _ in plans]
+    items, start = 0, 0
+    while start < len(x):
+        streams: list[Stream] = []
+        held = 0
+        while start < len(x) and (not streams or held < mask_budget):
+            new = streams_for(requests, x, image_ids, seed, rows=[start])
+            held += sum(s.masks.numel() for s in new)
+            streams += new
+            start += 1
+        run_streams(streams, plans, steps, chunk, channels_last, rewrite, seconds, progress)
+        items += sum(len(s.masks) for s in streams)
+        for k in range(len(plans)):
+            finish_streams(streams, k, maps[k])
+        del streams
+    stacked = [{p: torch.stack([by_row[r] for r in range(len(x))]) for p, by_row in m.items()} for m in maps]
+    return stacked, seconds, items

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from benchmark.engine.forward import finish_streams, forward_item_bytes, run_streams, streams_for
+from benchmark.engine.forward import forward_item_bytes, run_forward, streams_for
 from benchmark.engine.modes import FEW_CHANNELS, few_channel_convs, guided_relus
 from benchmark.engine.state import _has_conv, _like, capture_output, channels_last, prepared, swapped
 from benchmark.engine.sums import _StageSums, estimate_item_bytes
@@ -224,18 +224,17 @@ class Engine:
         return [self._combine(x, image_ids, plan, acc) for plan, acc in zip(plans, sums)]
 
     def _run_forward(self, x, image_ids, plans, steps, sums) -> None:
-        streams = streams_for(self.forward, x, image_ids, self.seed)
-        self.passes_per_image = self._count_items() + round(sum(len(s.masks) for s in streams) / len(x))
         key = tuple(x.shape[1:])
         if key not in self._chunks:
             self._chunks[key] = estimate_item_bytes(self.model, x)
         chunk = int(max(1, min(self.max_chunk, self.memory_budget // forward_item_bytes(self._chunks[key]))))
-        seconds = [0.0] * len(plans)
-        run_streams(streams, plans, steps, chunk, self.channels_last, getattr(self.model, "equivalent_rewrite", None),
-                    seconds, self.progress)
+        maps, seconds, items = run_forward(self.forward, x, image_ids, self.seed, plans, steps, chunk,
+                                           self.memory_budget // 4, self.channels_last,
+                                           getattr(self.model, "equivalent_rewrite", None), self.progress)
+        self.passes_per_image = self._count_items() + round(items / len(x))
         for k, acc in enumerate(sums):
             acc.seconds += seconds[k]
-            acc.forward = finish_streams(streams, len(x), k)
+            acc.forward = maps[k]
 
     def _combine(self, x: torch.Tensor, image_ids: torch.Tensor, plan: "StagePlan",
                  sums: "_StageSums") -> dict[str, torch.Tensor]:

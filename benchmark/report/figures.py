@@ -39,6 +39,7 @@ METRIC_LABELS = {
     "spearman": "Spearman rank correlation, no-ABS maps",
     "ssim": "SSIM",
     "hog": "HOG similarity",
+    "entropy_change": "Relative entropy change (efficient MPRT)",
 }
 X_LABELS = {
     "cascading": "layers randomized, cumulative from the top (left: trained model)",
@@ -64,6 +65,24 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
+def x_label(test: str) -> str:
+    """The stage axis of a test's figures: the test's own (``Check.report_text``), else ``X_LABELS``."""
+    from benchmark.checks import TESTS
+
+    hook = getattr(TESTS.get(test), "report_text", None)
+    return hook({}).axis if hook is not None else X_LABELS.get(test, "stage")
+
+
+def is_similarity(metric: str) -> bool:
+    """Whether a metric is a similarity (higher: more similar), which the verdict rules and the -1 to 1 axis
+    assume; a metric the registry does not know is taken for one."""
+    import benchmark.checks  # noqa: F401  (the tests' modules register their metrics)
+    from benchmark.similarity import METRICS
+
+    m = METRICS.get(metric)
+    return m is None or m.higher_is_more_similar
+
+
 def save_png(fig: plt.Figure, path: Optional[Path] = None, dpi: int = 100) -> bytes:
     """PNG bytes of ``fig`` (closed afterwards), also written atomically to ``path`` if given."""
     buf = io.BytesIO()
@@ -81,6 +100,16 @@ def _ylim(values: pd.Series) -> tuple[float, float]:
     return (max(-1.05, min(-0.35, low - 0.05)), 1.05)
 
 
+def _span(d: pd.DataFrame, band: tuple[float, float]) -> tuple[float, float]:
+    """A metric that is no similarity: from its lowest to its highest value (intervals, band and 0 included)."""
+    values = np.concatenate([d.ci_low.fillna(d["mean"]).to_numpy(float), d.ci_high.fillna(d["mean"]).to_numpy(float),
+                             np.asarray(band, float), [0.0]])
+    values = values[np.isfinite(values)]
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * (hi - lo) or 0.05
+    return lo - pad, hi + pad
+
+
 def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: tuple[float, float],
                   verdicts: Optional[dict[str, str]] = None, judged: Optional[int] = None,
                   test: str = "cascading", series: str = "seed") -> plt.Figure:
@@ -90,6 +119,7 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
     one line each). Every panel shows the controls, the calibration band and the judged stage.
     """
     d = summary[summary.metric == metric]
+    similarity = is_similarity(metric)
     methods = [m for m in dict.fromkeys(d.method) if m not in CONTROLS]
     controls = [m for m in dict.fromkeys(d.method) if m in CONTROLS]
     # one free panel for the legend
@@ -124,7 +154,7 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
             ax.set_title(title)
         ax.axhline(0.0, color="#bbbbbb", lw=0.6, zorder=1)
         ax.grid(alpha=0.25)
-        ax.set_ylim(*_ylim(d.ci_low.fillna(d["mean"])))
+        ax.set_ylim(*(_ylim(d.ci_low.fillna(d["mean"])) if similarity else _span(d, band)))
     for ax in axes.flat[len(methods):]:
         ax.set_visible(False)
     for ax in axes.flat[max(0, len(methods) - ncols):len(methods)]:  # lowest panel of each column
@@ -132,7 +162,7 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
         ax.set_xticks(x)
         ax.set_xticklabels(layers, rotation=35, ha="right")
     for ax in axes[:, 0]:
-        ax.set_ylabel("similarity (-1 to 1)")
+        ax.set_ylabel("similarity (-1 to 1)" if similarity else metric)
     handles = [Line2D([], [], color="#333333", lw=1.8, marker="o", ms=4, label="method: mean over images"),
                Patch(color="#333333", alpha=0.25, label="95% bootstrap interval")]
     handles += [Line2D([], [], **CONTROL_STYLE[c], label=f"{c} control") for c in controls if c in CONTROL_STYLE]
@@ -143,8 +173,8 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
     if multi:
         handles += [Line2D([], [], color="#333333", ls=["-", "--", "-.", ":"][k % 4], label=f"{series} {s}")
                     for k, s in enumerate(sorted(d[series].unique()))]
-    fig.suptitle(f"{metric_label(metric)} to the reference model's map\nx: {X_LABELS.get(test, 'stage')}",
-                 fontsize=11)
+    fig.suptitle(f"{metric_label(metric)} {'to' if similarity else 'relative to'} the reference model's map\n"
+                 f"x: {x_label(test)}", fontsize=11)
     fig.tight_layout()
     free = axes.flat[len(methods)]  # the legend sits in the first free panel
     free.set_visible(True)
@@ -273,7 +303,7 @@ def model_output_figure(stages: pd.DataFrame, test: str) -> plt.Figure:
     ax.set_xticklabels(stages.layer, rotation=30, ha="right")
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("share or correlation (0 to 1)")
-    ax.set_xlabel(X_LABELS.get(test, "stage"))
+    ax.set_xlabel(x_label(test))
     ax.grid(alpha=0.25)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return fig

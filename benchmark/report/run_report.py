@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark import store
+from benchmark.checks import TESTS
+from benchmark.checks.report_text import ReportText
 from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
@@ -52,8 +54,40 @@ def analyze(scores: pd.DataFrame, calibration: Optional[pd.DataFrame], meta: dic
     metrics = list(dict.fromkeys(scores.metric))
     b = bands(calibration, metrics, rule.band_coverage)
     stage = judged_stage(pd.DataFrame(meta["stages"]), rule.stage)
-    return Analysis(summary, b, stage, verdicts(summary, b, rule, stage),
+    return Analysis(summary, b, stage, no_verdict_unless_similarity(verdicts(summary, b, rule, stage)),
                     [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)), metrics)
+
+
+# The verdict of a metric that is no similarity (not "n/a", which CSV readers take for a missing value).
+NO_VERDICT = "not_applicable"
+NOT_A_SIMILARITY = ("{metric} is no similarity (higher: the maps changed more), so the similarity-based "
+                    "verdict rule does not apply; read its value")
+
+
+def no_verdict_unless_similarity(v: pd.DataFrame) -> pd.DataFrame:
+    """Verdict ``not_applicable`` for the metrics that are no similarity (``entropy_change``): the rule reads a similarity,
+    and would call a large change a failure."""
+    other = v.metric.map(lambda m: not F.is_similarity(m)) if len(v) else pd.Series([], dtype=bool)
+    if other.any():
+        v = v.copy()
+        v.loc[other, "verdict"] = NO_VERDICT
+        v.loc[other, "level"] = np.nan
+        v.loc[other, "why"] = [NOT_A_SIMILARITY.format(metric=m) for m in v.metric[other]]
+    return v
+
+
+def report_text(test: str, meta: dict[str, Any]) -> ReportText:
+    """What the report says about its test: the test's own ``report_text(meta)``, else the text of the paper's
+    tests (model parameter randomization by order, data randomization)."""
+    hook = getattr(TESTS.get(test), "report_text", None)
+    if hook is not None:
+        return hook(meta)
+    data_test = test == "data_randomization"
+    return ReportText(description="data randomization" if data_test else f"{test} model parameter randomization",
+                      axis=F.x_label(test),
+                      columns=("columns: the true-label and the random-label model" if data_test
+                               else f"columns: {test} randomization stages, trained model first"),
+                      compares="", paper=not data_test)
 
 
 def read_calibration(run_dir: Path) -> Optional[pd.DataFrame]:
@@ -161,13 +195,14 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
     store.atomic_write(run_dir / "summary.csv", lambda p: summary_csv(a, meta).to_csv(p, index=False))
     test = meta["test"]
     data_test = test == "data_randomization"
+    text = report_text(test, meta)
     judged_layer = a.layers[a.stage] if a.stage is not None else None
     by_method = {m: g for m, g in a.verdicts.groupby("method")}
 
     figs: list[tuple[str, str, bytes]] = []  # (file, caption, png)
     if data_test:
         paper_vals = paper.paper_values()["data_randomization"]["values"].get(meta["model"]["name"])
-        vmap = {(r.method, r.metric): r.verdict for r in a.verdicts.itertuples()}
+        vmap = {(r.method, r.metric): r.verdict for r in a.verdicts.itertuples() if r.verdict != NO_VERDICT}
         name = "figures/data_randomization.png"
         png = F.save_png(F.bars_figure(a.summary, a.bands, paper_vals, verdicts=vmap), run_dir / name)
         figs.append((name, "Similarity of the true-label and the random-label model's maps per method (mean over "
@@ -178,16 +213,16 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         for metric in a.metrics:
             name = f"figures/similarity_{metric}.png"
             vm = {m: g.set_index("metric").loc[metric, "verdict"] for m, g in by_method.items()}
+            vm = {m: v for m, v in vm.items() if v != NO_VERDICT}
             png = F.save_png(F.curves_figure(a.summary, metric, a.layers, a.bands[metric], vm, a.stage, test),
                              run_dir / name)
-            figs.append((name, f"{F.metric_label(metric)} of each stage's map to the trained model's map: a method "
-                         "that explains the model falls toward the gray band of unrelated maps as layers are "
-                         "randomized; the verdict in each title reads the dotted stage.", png))
+            figs.append((name, f"{F.metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
+                         "model's map: a method that explains the model falls toward the gray band of unrelated maps "
+                         "as layers are randomized; the verdict in each title reads the dotted stage."), png))
     n_fig = min(n_figure_images, len(arrays["images"]))
     for k in range(n_fig):
         image = int(arrays["image_ids"][k])
-        cols = ("columns: the true-label and the random-label model" if data_test
-                else f"columns: {test} randomization stages, trained model first")
+        cols = text.columns
         for kind, what in (("abs", "ABS maps (grayscale, 0 to 1)"), ("signed", "no-ABS maps (blue negative, red "
                                                                                "positive, -1 to 1)")):
             name = f"figures/maps_{kind}_image{image}.png"
@@ -202,7 +237,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                  "did change, so maps that stay similar are insensitive to it.", png)
 
     facts = [
-        ("test", "data randomization" if data_test else f"{test} model parameter randomization"),
+        ("test", text.description),
         *model_facts(meta),
         ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
         ("images", f"{meta['images']['n']} held-out images (ids {_ids(meta['images']['ids'])})"),
@@ -215,8 +250,10 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         ("versions", versions_text(meta)),
         ("run id", meta["run_id"]),
     ]
-    blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"), ("facts", facts),
-                           ("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
+    blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"), ("facts", facts)]
+    if text.compares:
+        blocks += [("h", 2, "What this test compares"), ("p", text.compares)]
+    blocks += [("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
                            ("table", verdict_table(a), True), ("p", READING)]
     if data_test:
         comp = paper.data_randomization_comparison(a.summary, meta["model"]["name"])
@@ -225,7 +262,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                          "maps read off its MNIST bar charts (+-0.05); 'agrees' when the paper's value lies within "
                          "this run's 95% interval widened by the reading error. This run's data: "
                          f"{meta['data']['name']}."), ("table", comp, False)]
-    else:
+    elif text.paper:
         comp = paper.cascading_comparison(a.verdicts)
         blocks += [("h", 2, "Beside the paper"),
                    ("p", f"{paper.paper_values()['citation']}, cascading randomization of Inception v3: whether each "
