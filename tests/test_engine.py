@@ -274,3 +274,28 @@ def test_a_gradcam_layer_the_model_never_calls_is_a_clear_error(tiny_cnn, digits
     engine = Engine(tiny_cnn, [build_method("gradcam")], target_layer=tiny_cnn.unused)
     with pytest.raises(RuntimeError, match="forward hook did not fire"):
         engine.explain(x[:2], torch.zeros(2, dtype=torch.long), torch.arange(2))
+
+
+def test_every_method_on_a_float64_model_agrees_with_float32():
+    """The dtype path a GPU run's half or double models take: every method's maps come back float32 on the CPU from a
+    float64 model and inputs, within float32 rounding of the float32 run's."""
+    import copy
+
+    from benchmark.methods import METHODS, build_method
+    from benchmark.models.cnn import MnistCNN
+
+    torch.manual_seed(0)
+    model = MnistCNN().eval()
+    x = torch.rand(2, 1, 28, 28)
+    target = model(x).argmax(1)
+    small = {"lime": {"n_samples": 60}, "meaningful_perturbation": {"n_steps": 3},
+             "ig_smoothgrad": {"n_steps": 3, "n_samples": 2}}
+    names = [n for n in METHODS if n not in ("captum", "custom", "noise")]
+    methods = [build_method(n, small.get(n, {})) for n in names]
+    single = Engine(model, methods, target_layer=model.conv2).explain(x, target, torch.arange(2))
+    double = copy.deepcopy(model).double()
+    wide = Engine(double, methods, target_layer=double.conv2).explain(x.double(), target, torch.arange(2))
+    for name in names:
+        assert wide[name].dtype == torch.float32 and wide[name].device.type == "cpu", name
+        scale = float(single[name].abs().max())
+        assert float((single[name] - wide[name]).abs().max()) <= 1e-4 * max(scale, 1e-12), name

@@ -333,3 +333,20 @@ def test_paper_tests_keep_their_report_text():
         assert t.compares == "" and t.paper == (name != "data_randomization")
     assert report_text("cascading", {}).description == "cascading model parameter randomization"
     assert report_text("cascading", {}).columns == "columns: cascading randomization stages, trained model first"
+
+
+@pytest.mark.e2e
+def test_random_null_experiment_compares_two_independent_randomizations(tmp_path):
+    """experiments/random_null.py: trained vs random A and random A vs random B, on the smoke run's model."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import random_null
+
+    table = random_null.main(["experiment=smoke", f"results_root={tmp_path}", "method=[gradient,edge]", "n_images=4"])
+    assert set(table.pair) == {"trained_vs_random", "random_vs_random"}
+    edge = table[table.method == "edge"]
+    assert (edge["mean"] == 1.0).all()  # the control ignores the model: identical under any randomization
+    grad = table[(table.method == "gradient") & (table.metric == "spearman_abs")].set_index("pair")["mean"]
+    assert -1.0 <= grad["random_vs_random"] <= 1.0 and grad["random_vs_random"] != grad["trained_vs_random"]
