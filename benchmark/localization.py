@@ -1,6 +1,7 @@
 """Maps against where the evidence is (``data=planted``): mass inside the region, the pointing game, AUC.
 
-Per image, on the |map| (the ABS post-processing's input before scaling, or any non-negative map):
+Per image, on the |map| summed over channels, unclipped (``maps.npz``'s ``<method>/magnitude``), or any
+non-negative map:
 - ``mass``: the share of the map's total inside the region (a uniform map scores the region's area share);
 - ``pointing``: 1 if the map's largest pixel lies inside the region, else 0 (ties: the first in raster order);
 - ``auc``: the area under the ROC curve of the map's values as a score for "inside the region"
@@ -32,15 +33,18 @@ def localization(maps: np.ndarray, regions: np.ndarray) -> dict[str, np.ndarray]
 
 
 def localization_table(arrays: dict[str, np.ndarray], regions: np.ndarray) -> pd.DataFrame:
-    """Rows ``stage, layer, method, score, image, value`` from a run's ``maps.npz`` (the ``<method>/abs`` arrays,
-    (stages, images, H, W)) and the regions of its saved images."""
+    """Rows ``stage, layer, method, score, image, value`` from a run's ``maps.npz`` (the ``<method>/magnitude``
+    arrays, (stages, images, H, W): each map's unclipped |map| over its peak, saved where the data know their
+    regions) and the regions of its saved images."""
     layers = [str(x) for x in arrays["stage_layers"]]
     ids = arrays["image_ids"]
+    keys = [k for k in arrays if k.endswith("/magnitude")]
+    if not keys:
+        raise ValueError("maps.npz has no <method>/magnitude arrays: they are saved by runs on data with known "
+                         "regions (data=planted); rerun with data=planted")
     rows = []
-    for key in arrays:
-        if not key.endswith("/abs"):
-            continue
-        method = key[: -len("/abs")]
+    for key in keys:
+        method = key[: -len("/magnitude")]
         for stage, maps in enumerate(arrays[key].astype(np.float32)):
             for score, values in localization(maps, regions).items():
                 rows += [{"stage": stage, "layer": layers[stage], "method": method, "score": score,

@@ -41,6 +41,14 @@ def process(maps: dict[str, torch.Tensor], percentile: float) -> dict[str, dict[
     }
 
 
+def magnitude(maps: torch.Tensor) -> np.ndarray:
+    """(B, H, W): the channel sum of |map| over each image's largest value (1 at the peak; float16 keeps its order
+    and scale), unclipped, for scoring maps against known regions (``benchmark.localization``)."""
+    m = maps.detach().float().abs().sum(1).numpy()
+    peak = m.reshape(len(m), -1).max(1).reshape(-1, 1, 1)
+    return np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)
+
+
 def logit_change(reference: torch.Tensor, current: torch.Tensor) -> dict[str, Any]:
     """How much the model's own output moved: per-image Spearman of logits, prediction flips."""
     t, c = reference.double().numpy(), current.double().numpy()
@@ -183,6 +191,8 @@ class StageScorer:
                     })
             for kind, arr in processed[method.name].items():
                 self.saved.add(f"{method.name}/{kind}", arr[:k_saved])
+            if self.data.eval_regions is not None:  # where the evidence is known: the unclipped magnitude too
+                self.saved.add(f"{method.name}/magnitude", magnitude(maps[method.name][:k_saved]))
         del maps, processed
         self._stage_meta(seen, non_finite, seconds + time.time() - t_finish)
 

@@ -32,7 +32,8 @@ from benchmark.checks import get_test  # noqa: E402
 from benchmark.core import plan  # noqa: E402
 from benchmark.engine import prepared  # noqa: E402
 from benchmark.inputs import setup  # noqa: E402
-from benchmark.randomization import randomized  # noqa: E402
+from benchmark.config import Order, Target  # noqa: E402
+from benchmark.randomization import randomized, stages  # noqa: E402
 from benchmark.report.stats import mean_ci  # noqa: E402
 from benchmark.schedule import engine_for  # noqa: E402
 from benchmark.scoring import StageScorer, process  # noqa: E402
@@ -53,11 +54,15 @@ def main(overrides: list[str]) -> pd.DataFrame:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = common.to_experiment(compose(config_name="model_randomization", overrides=["progress=false", *overrides]))
     p = plan(cfg)
+    if Target(p.cfg.target) != Target.predicted or p.test not in ("cascading", "bottom_up", "independent"):
+        raise ValueError(f"random_null compares every unit re-initialized, explaining each model's predicted class: "
+                         f"use a model randomization test and target=predicted (got test={p.test}, "
+                         f"target={Target(p.cfg.target).value})")
     s = setup(p.cfg, p.arch)
     model = get_test(p.test).obtain(p, s).trained.model
     x, _, ids = s.images
     x = x.to(s.device)
-    last = p.stages[-1]  # every unit re-initialized (cascading's last stage)
+    last = stages(p.arch, Order.cascading, p.cfg.randomization.units)[-1]  # every unit re-initialized
     trained = maps_of(p.cfg, p.arch, p.methods, model, x, ids, "trained")
     drawn = {}
     for name, seed in (("a", p.cfg.seed), ("b", rng.derive_seed(p.cfg.seed, "null"))):

@@ -198,6 +198,7 @@ def test_settings_that_cannot_work_are_refused_when_built(name, settings, fragme
     ("occlusion", {"window": 30}, "method.occlusion.window=30 is larger than the 28x28 images"),
     ("lime", {"n_samples": 40}, "method.lime.n_samples=40 is below the 49 regions of the 28x28 images"),
     ("leave_one_out", {"regions": "grid", "cell": 28}, "method.leave_one_out.cell=28 makes one region"),
+    ("occlusion", {"window": 3, "stride": 5}, "method.occlusion.stride=5 is larger than the window (3)"),
 ])
 def test_settings_that_cannot_work_on_the_images_are_refused_by_shape(name, settings, fragment):
     method = build_method(name, settings)
@@ -251,3 +252,22 @@ def test_every_new_method_through_the_cascading_run_and_report(tmp_path):
     assert scores.stage.nunique() == 5 and scores.value.notna().all()
     report = (out / "report.html").read_text()
     assert all(name in report for name in SMALL)
+
+
+def test_external_methods_are_called_on_slices_sized_to_the_budget(setup):
+    """LRP, DeepLIFT and meaningful perturbation see at most half a chunk of images per call; the maps are the same."""
+    model, x, t = setup
+    methods = [build_method("lrp", {}), build_method("deeplift", {}), build_method("meaningful_perturbation", {"n_steps": 4})]
+    whole = Engine(model, methods).explain(x, t, torch.arange(3))
+    seen = []
+    original = methods[0].attribute
+
+    class Spy(type(methods[0])):
+        def attribute(self, model, x, target):
+            seen.append(len(x))
+            return original(model, x, target)
+
+    sliced = Engine(model, [Spy(), *methods[1:]], max_chunk=2).explain(x, t, torch.arange(3))
+    assert seen == [1, 1, 1]
+    for name in whole:
+        torch.testing.assert_close(sliced[name], whole[name], atol=1e-6, rtol=1e-5)

@@ -56,14 +56,14 @@ def streams_for(requests: Sequence[Perturbation], x: torch.Tensor, image_ids: to
             members = {}
             for p in group:
                 masks, aux = p.prepare(img, int(image_ids[row]), seed)
-                rows = []
+                at = []
                 for m in masks:
                     key = np.packbits(m.numpy()).tobytes()
                     if key not in index:
                         index[key] = len(unique)
                         unique.append(m)
-                    rows.append(index[key])
-                members[p] = (masks, aux, torch.tensor(rows, dtype=torch.long))
+                    at.append(index[key])
+                members[p] = (masks, aux, torch.tensor(at, dtype=torch.long))
             streams.append(Stream(row, img, fill_image(img, first.fill, first.blur_sigma), torch.stack(unique), members))
     return streams
 
@@ -146,7 +146,7 @@ def run_forward(requests: Sequence[Perturbation], x: torch.Tensor, image_ids: to
         held = 0
         while start < len(x) and (not streams or held < mask_budget):
             new = streams_for(requests, x, image_ids, seed, rows=[start])
-            held += sum(s.masks.numel() for s in new)
+            held += sum(s.masks.numel() + sum(m.numel() for m, _, _ in s.members.values()) for s in new)
             streams += new
             start += 1
         run_streams(streams, plans, steps, chunk, channels_last, rewrite, seconds, progress)

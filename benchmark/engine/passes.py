@@ -227,7 +227,9 @@ class Engine:
         key = tuple(x.shape[1:])
         if key not in self._chunks:
             self._chunks[key] = estimate_item_bytes(self.model, x)
-        chunk = int(max(1, min(self.max_chunk, self.memory_budget // forward_item_bytes(self._chunks[key]))))
+        # stages together hold the shared steps' outputs beside a stage's own: half the budget, as for gradients
+        budget = self.memory_budget // 2 if len(steps) > 1 and len(plans) > 1 else self.memory_budget
+        chunk = int(max(1, min(self.max_chunk, budget // forward_item_bytes(self._chunks[key]))))
         maps, seconds, items = run_forward(self.forward, x, image_ids, self.seed, plans, steps, chunk,
                                            self.memory_budget // 4, self.channels_last,
                                            getattr(self.model, "equivalent_rewrite", None), self.progress)
@@ -254,8 +256,11 @@ class Engine:
         out: dict[str, torch.Tensor] = {}
         for m in self.methods:
             if isinstance(m, ExternalMethod):
+                # in slices of images sized to the budget (half a chunk: DeepLIFT runs inputs and baselines together)
+                step = max(1, self._chunk_size(x) // 2)
                 with prepared(self.model), swapped(plan.state):
-                    out[m.name] = as_map(m, m.attribute(self.model, x, plan.target), x)
+                    out[m.name] = torch.cat([as_map(m, m.attribute(self.model, x[i : i + step], plan.target[i : i + step]),
+                                                    x[i : i + step]) for i in range(0, len(x), step)])
             else:
                 out[m.name] = m.combine(results).detach().float().cpu()
         return out

@@ -181,16 +181,21 @@ class LimeScores(RegionScores):
         return (torch.rand((self.n_samples, n_regions), generator=g) < 0.5).to(torch.float32)
 
     def prepare(self, x, image_id, seed):
-        regions = region_masks(self.labels(x))
+        labels = torch.from_numpy(self.labels(x))
+        regions = region_masks(labels.numpy())
         z = self.draws(len(regions), image_id, seed)
-        masks = torch.einsum("nr,rhw->nhw", 1.0 - z, regions.float()) > 0.5  # deleted: the regions switched off
+        masks = z[:, labels] < 0.5  # (n, H, W): deleted where the pixel's region is switched off
         return masks, (z, regions)
 
     def weights(self, x: torch.Tensor, fill: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-        flat = x.reshape(len(x), -1).double()
-        deleted = masks.reshape(len(masks), 1, -1)
-        perturbed = torch.where(deleted, fill.reshape(len(x), -1).double()[None], flat[None]).flatten(1)
-        cos = torch.nn.functional.cosine_similarity(perturbed, flat.flatten()[None], dim=1, eps=1e-8)
+        """exp(-d^2 / (2 width^2)), d = 1 - cos(x, x masked), without building the masked copies: per pixel, the
+        channel sums x.x, x.fill and fill.fill, combined by each mask (cosine_similarity's eps of 1e-8)."""
+        xd, fd = x.double(), fill.double()
+        a, b, c = (xd * xd).sum(0).flatten(), (xd * fd).sum(0).flatten(), (fd * fd).sum(0).flatten()
+        m = masks.reshape(len(masks), -1).double()
+        dot = (1 - m) @ a + m @ b
+        norm_p = ((1 - m) @ a + m @ c).sqrt().clamp(min=1e-8)
+        cos = dot / (norm_p * a.sum().sqrt().clamp(min=1e-8))
         d = 1.0 - cos
         return torch.exp(-(d * d) / (2 * self.kernel_width**2)).numpy()
 
@@ -261,6 +266,9 @@ class Occlusion(_Perturbing):
         if window[0] > shape[0] or window[1] > shape[1]:
             raise ValueError(f"method.occlusion.window={self.window} is larger than the {shape[0]}x{shape[1]} images; "
                              f"use at most {min(shape)}, or null to size it to the input")
+        if any(s > w and w < side for s, w, side in zip(stride, window, shape)):
+            raise ValueError(f"method.occlusion.stride={max(stride)} is larger than the window ({max(window)}): pixels "
+                             f"between windows would never be occluded; use a stride of at most the window")
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,8 @@ _POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mod
 _OTHER_NONLINEAR = {torch.sigmoid, torch.Tensor.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid_, torch.tanh,
                     torch.Tensor.tanh, torch.tanh_, torch.Tensor.tanh_, F.gelu, F.silu, F.elu, F.leaky_relu, F.softplus,
                     F.mish, F.hardswish, F.hardtanh, F.relu6, F.selu, F.celu, F.softmax, F.log_softmax, torch.softmax,
-                    torch.Tensor.softmax}
+                    torch.Tensor.softmax, F.threshold, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+                    F.adaptive_max_pool3d}
 
 
 class rescale_rule(TorchFunctionMode):
