@@ -63,7 +63,7 @@ import speed  # noqa: E402
 from benchmark.config import ExperimentConfig  # noqa: E402
 from benchmark.engine import channels_last  # noqa: E402
 from benchmark.experiment import Setup, validate  # noqa: E402
-from benchmark.methods.perturbation import fill_image, window_masks  # noqa: E402
+from benchmark.methods.masks import fill_image, window_masks  # noqa: E402
 from benchmark.model_randomization import score_model_stages  # noqa: E402
 from benchmark.postprocess import abs_map, signed_map  # noqa: E402
 from benchmark.randomization import Stage, randomized, stages  # noqa: E402
@@ -202,14 +202,14 @@ def run_suite(cfg: ExperimentConfig, arch, model: nn.Module, names: list[str], s
 # (label, defining module, attribute, parent label); nested phases are part of their parent's time.
 PHASES = [
     ("regions, draws, masks (streams_for)", "benchmark.engine.forward", "streams_for", None),
-    ("SLIC (slic_labels)", "benchmark.methods.perturbation", "slic_labels", "regions, draws, masks (streams_for)"),
+    ("SLIC (slic_labels)", "benchmark.methods.masks", "slic_labels", "regions, draws, masks (streams_for)"),
     ("forward chunks (_chunk)", "benchmark.engine.forward", "_chunk", None),
     ("masked copies built (Stream.make)", "benchmark.engine.forward", "Stream.make", "forward chunks (_chunk)"),
     ("maps from scores (finish_streams)", "benchmark.engine.forward", "finish_streams", None),
     ("LIME kernel weights (LimeScores.weights)", "benchmark.methods.perturbation", "LimeScores.weights",
      "maps from scores (finish_streams)"),
     ("ridge fits (sklearn Ridge.fit)", "sklearn.linear_model", "Ridge.fit", "maps from scores (finish_streams)"),
-    ("scores spread to pixels (_spread)", "benchmark.methods.perturbation", "_spread",
+    ("scores spread to pixels (_spread)", "benchmark.methods.masks", "_spread",
      "maps from scores (finish_streams)"),
     ("post-processing + Spearman (StageScorer.score)", "benchmark.scoring", "StageScorer.score", None),
     ("stage outputs, targets (StageScorer.observe)", "benchmark.scoring", "StageScorer.observe", None),

@@ -15,7 +15,7 @@ from torch import nn
 
 from benchmark.methods.external import probe_method
 from benchmark.methods.meaningful_perturbation import MeaningfulPerturbation, optimize_masks, perturb, tv, upsample
-from benchmark.methods.perturbation import blurred
+from benchmark.methods.masks import blurred
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(n_steps=40, jitter=1)

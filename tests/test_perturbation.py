@@ -10,8 +10,8 @@ from captum._utils.models.linear_model import SkLearnRidge
 
 from benchmark.engine import Engine, StagePlan
 from benchmark.methods import build_method
-from benchmark.methods.perturbation import (LimeScores, default_window, fill_image, grid_labels, slic_labels,
-                                            window_masks)
+from benchmark.methods.masks import default_window, fill_image, grid_labels, slic_labels, window_masks
+from benchmark.methods.perturbation import LimeScores
 
 
 def explain(model, x, target, name, seed=0, **settings):

@@ -23,7 +23,7 @@ from zennit.rules import AlphaBeta, Epsilon, Pass, ZPlus
 
 from benchmark.engine import Engine
 from benchmark.methods import METHODS, build_method
-from benchmark.methods.perturbation import blurred
+from benchmark.methods.masks import blurred
 from benchmark.methods.propagation import LRP, LRP_RULES, DeepLift, check_lrp_model
 from benchmark.models.cnn import MnistCNN
 

@@ -7,6 +7,8 @@ apply unchanged. No download: the data ship with scikit-learn.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,23 +25,31 @@ def digits_as_mnist(images: np.ndarray) -> torch.Tensor:
     return F.pad(x, (4, 4, 4, 4)).clamp_(0.0, 1.0)
 
 
-def load_digits(cfg: DataConfig) -> Dataset:
-    bunch = _sk_load_digits()
-    train_idx, eval_idx = stratified_split(bunch.target, cfg.holdout_fraction, cfg.split_seed)
-    images = digits_as_mnist(bunch.images)
-    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+def split_dataset(name: str, images: torch.Tensor, labels: torch.Tensor, cfg: DataConfig, provenance: dict,
+                  regions: Optional[torch.Tensor] = None) -> Dataset:
+    """The bundled digits' kind of data set: a stratified train / held-out split (``data.holdout_fraction``,
+    ``data.split_seed``) of ten-class images, the split added to ``provenance``, ``regions`` kept for the held-out
+    images."""
+    train_idx, eval_idx = stratified_split(labels.numpy(), cfg.holdout_fraction, cfg.split_seed)
     return Dataset(
-        name="digits",
+        name=name,
         train_images=images[train_idx],
         train_labels=labels[train_idx],
         eval_images=images[eval_idx],
         eval_labels=labels[eval_idx],
         num_classes=10,
         provenance={
-            "source": "sklearn.datasets.load_digits (UCI optical digits, 1797 images)",
-            "layout": "8x8 scaled to [0,1], resized to 20x20, padded to 28x28",
+            **provenance,
             "split": f"stratified hold-out fraction {cfg.holdout_fraction}, split_seed {cfg.split_seed}",
             "n_train": len(train_idx),
             "n_eval": len(eval_idx),
         },
+        eval_regions=None if regions is None else regions[eval_idx],
     )
+
+
+def load_digits(cfg: DataConfig) -> Dataset:
+    bunch = _sk_load_digits()
+    return split_dataset("digits", digits_as_mnist(bunch.images), torch.as_tensor(bunch.target, dtype=torch.int64),
+                         cfg, {"source": "sklearn.datasets.load_digits (UCI optical digits, 1797 images)",
+                               "layout": "8x8 scaled to [0,1], resized to 20x20, padded to 28x28"})

@@ -18,8 +18,8 @@ from sklearn.datasets import load_digits as _sk_load_digits
 
 from benchmark import rng
 from benchmark.config import DataConfig
-from benchmark.data import Dataset, stratified_split
-from benchmark.data.digits import digits_as_mnist
+from benchmark.data import Dataset
+from benchmark.data.digits import digits_as_mnist, split_dataset
 
 BORDER = 4  # pixels between the 28 x 28 image's edge and the digit's 20 x 20 box
 VARIANTS = ("pattern", "digit")
@@ -62,25 +62,12 @@ def load_planted(cfg: DataConfig) -> Dataset:
     drawn = torch.randint(0, 10, (len(digits),), generator=rng.generator(cfg.split_seed, "planted", cfg.planted_variant))
     labels = drawn if cfg.planted_variant == "pattern" else digits
     images, masks = plant(digits_as_mnist(bunch.images), drawn, cfg.planted_size)
-    train_idx, eval_idx = stratified_split(labels.numpy(), cfg.holdout_fraction, cfg.split_seed)
     pattern = cfg.planted_variant == "pattern"
     decides = "the square's place (ten places)" if pattern else "the digit; the square is a distractor"
-    return Dataset(
-        name="planted",
-        train_images=images[train_idx],
-        train_labels=labels[train_idx],
-        eval_images=images[eval_idx],
-        eval_labels=labels[eval_idx],
-        num_classes=10,
-        provenance={
-            "source": "sklearn.datasets.load_digits (1797 images) with a planted square (benchmark.data.planted)",
-            "layout": "8x8 scaled to [0,1], resized to 20x20, padded to 28x28; a square of 1.0 in the border",
-            "label": decides,
-            "planted_size": cfg.planted_size,
-            "variant": cfg.planted_variant,
-            "split": f"stratified hold-out fraction {cfg.holdout_fraction}, split_seed {cfg.split_seed}",
-            "n_train": len(train_idx),
-            "n_eval": len(eval_idx),
-        },
-        eval_regions=masks[eval_idx],
-    )
+    return split_dataset("planted", images, labels, cfg, {
+        "source": "sklearn.datasets.load_digits (1797 images) with a planted square (benchmark.data.planted)",
+        "layout": "8x8 scaled to [0,1], resized to 20x20, padded to 28x28; a square of 1.0 in the border",
+        "label": decides,
+        "planted_size": cfg.planted_size,
+        "variant": cfg.planted_variant,
+    }, regions=masks)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from benchmark.engine.state import swapped
-from benchmark.methods.perturbation import fill_image
+from benchmark.methods.masks import fill_image
 from benchmark.methods.primitives import Perturbation
 
 

@@ -49,7 +49,7 @@ from torch import nn
 
 from benchmark import rng
 from benchmark.methods.base import ExternalMethod
-from benchmark.methods.perturbation import auto_blur_sigma, blurred
+from benchmark.methods.masks import auto_blur_sigma, blurred
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from zennit.torchvision import ResNetCanonizer
 from zennit.types import BatchNorm, Linear
 
 from benchmark.methods.base import ExternalMethod
-from benchmark.methods.perturbation import blurred
+from benchmark.methods.masks import blurred
 
 LRP_RULES = ("epsilon", "zplus", "alpha1beta0", "epsilon_plus", "epsilon_plus_flat")
 # Modules with parameters of their own that every rule set covers: convolutions and linear layers get the rule,
