@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import nn
 
+from benchmark.api_text import TEXT_DEFAULT_METHODS, is_text_input, text_setup
 from benchmark.checks import Models, get_test
 from benchmark.config import ExperimentConfig
 from benchmark.core import Result, compute, plan, probe_inputs
@@ -162,7 +163,7 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
                  train_fn: Optional[Callable[[torch.Tensor, torch.Tensor], nn.Module]] = None,
                  train_data: Any = None, model_name: Optional[str] = None, data_name: str = "given",
                  units: Optional[dict[str, list[str]]] = None, gradcam_layer: Optional[str] = None,
-                 quiet: bool = False, **settings: Any) -> Result:
+                 quiet: bool = False, tokenizer: Any = None, **settings: Any) -> Result:
     """Run the registered ``test`` on ``model`` for the images in ``data``; nothing is written until ``write``.
 
     ``model``: any ``torch.nn.Module`` classifier returning (batch, classes) logits; its units are derived
@@ -175,18 +176,23 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
     key is a keyword of the same name (``n_images=8``, ``profile="code"``, ``randomization={"reinit": ...}``).
     The model's weights, mode and device are as they were afterwards. The units table and each stage's line
     are logged (on stderr unless logging is configured; ``quiet=True`` for none, ``progress=False`` for no bar).
+
+    Text: ``model`` a Hugging Face sequence classifier, ``data`` a list of sentences or a (sentences, labels) pair,
+    ``tokenizer`` its tokenizer (default: the model's own); token maps and token metrics (``benchmark.api_text``).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model is a {type(model).__name__}, not a torch.nn.Module classifier")
     check = get_test(str(test))
-    images, labels = _as_images(data)
+    text = is_text_input(model, data)
+    images, labels = (None, None) if text else _as_images(data)
     cfg = ExperimentConfig()
     check.configure(cfg)
     cfg.model.name, cfg.data.name = model_name or type(model).__name__.lower(), data_name
     cfg.skip_unsupported_methods = methods is None
-    settings.setdefault("n_images", len(images))
+    settings.setdefault("n_images", len(data[0] if isinstance(data, tuple) else data) if text else len(images))
     _settings(cfg, settings)
-    given = [as_method(m) for m in (DEFAULT_METHODS if methods is None else methods)]
+    defaults = TEXT_DEFAULT_METHODS if text else DEFAULT_METHODS
+    given = [as_method(m, "text" if text else "image") for m in (defaults if methods is None else methods)]
     if not given:
         raise ValueError("methods is empty: give at least one method, e.g. methods=['gradient']")
     if test == "data_randomization" and (random_model is None) == (train_fn is None):
@@ -194,6 +200,18 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
                          "permuted labels>, or train_fn=<(images, labels) -> model> with train_data=(images, labels)")
     with _restored(model, random_model), _visible_logs(quiet):
         device, threads, determinism = runtime_setup(cfg)
+        if text:
+            wrapped, arch, dataset = text_setup(cfg, model, data, tokenizer, model_name, settings)
+            identity = {"model": _model_digest(model), "images": _digest(dataset.eval_images, dataset.eval_labels)}
+            if random_model is not None:
+                identity["random_model"] = _model_digest(random_model)
+                random_model = type(wrapped)(getattr(random_model, "hf", random_model), wrapped.special_ids,
+                                             wrapped.output)
+            p = plan(cfg, arch, given, identity, check)
+            chosen = select_images(dataset, cfg.n_images)
+            check_target(cfg, dataset, chosen[1])
+            s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
+            return compute(p, s, _models(p, s, wrapped, random_model, train_fn, train_data))
         first = next(model.parameters(), None)
         example = images[:2].to(first.device if first is not None else "cpu")
         arch = _architecture(model, example, model_name, units, gradcam_layer)

@@ -57,14 +57,24 @@ def calibration_scores(reference: dict[str, dict[str, np.ndarray]], noise_a: dic
     return df
 
 
-def band(calibration: pd.DataFrame, metric: str, coverage: float = 0.95) -> tuple[float, float]:
+def band(calibration: pd.DataFrame, metric: str, coverage: float = 0.95, of: str = "items", seed: int = 0,
+         n_boot: int = 2000) -> tuple[float, float]:
     """The central ``coverage`` share of the unrelated-map similarities of ``metric`` (both kinds pooled).
 
-    (nan, nan) when the run has no finite calibration value for the metric.
+    ``of="mean"``: of the means of as many unrelated pairs as the run has inputs, drawn with replacement from the
+    pooled values (``n_boot`` draws from the generator (seed, "band", metric)): the spread a run's mean similarity
+    would have if every map were unrelated. (nan, nan) when the run has no finite calibration value for the metric.
     """
-    values = calibration.loc[calibration.metric == metric, "value"].dropna().to_numpy()
+    rows = calibration.loc[calibration.metric == metric]
+    values = rows["value"].dropna().to_numpy()
     if len(values) == 0:
         return float("nan"), float("nan")
     tail = (1.0 - coverage) / 2.0
+    if of == "mean":
+        n = max(1, int(rows["image"].nunique()))
+        g = np.random.default_rng(rng.derive_seed(seed, "band", metric))
+        values = values[g.integers(0, len(values), size=(n_boot, n))].mean(axis=1)
+    elif of != "items":
+        raise ValueError(f"verdict.band={of!r} must be items or mean")
     lo, hi = np.quantile(values, [tail, 1.0 - tail])
     return float(lo), float(hi)

@@ -134,6 +134,12 @@ class ModelConfig:
     # model=custom: train the model on the run's data like the built-in models (false: use it as
     # model.target returns it, with model.weights loaded when given).
     train: bool = False
+    # model=hf: a Hugging Face sequence-classification model by folder or hub name (model=minilm: the bundled
+    # all-MiniLM-L6-v2). Text models only: the longest sentence read, in tokens (None: the model's maximum), and
+    # the output a token map explains (logit | probability | loss; None: loss, the log-probability of the target).
+    name_or_path: Optional[str] = _hashed_unless_default(None)
+    max_length: Optional[int] = _hashed_unless_default(None)
+    output: Optional[str] = _hashed_unless_default(None)
 
 
 @dataclass
@@ -157,6 +163,13 @@ class DataConfig:
     # (pattern: the square's place; digit: the digit, the square a distractor).
     planted_size: int = _hashed_unless_default(3)
     planted_variant: str = _hashed_unless_default("pattern")
+    # data=sentiment: some of amazon, imdb, yelp (None: all three). data=text_file: the sentence and label
+    # columns (names with a header row, 0-based positions without; None: 0 and 1) and the delimiter (None: ","
+    # for .csv, a tab otherwise).
+    sources: Optional[List[str]] = _hashed_unless_default(None)
+    text_column: Any = _hashed_unless_default(None)
+    label_column: Any = _hashed_unless_default(None)
+    delimiter: Optional[str] = _hashed_unless_default(None)
 
 
 @dataclass
@@ -239,6 +252,10 @@ class VerdictConfig:
     n_boot: int = 2000
     # Central share of the unrelated-map similarities that forms the calibration band.
     band_coverage: float = 0.95
+    # What the band covers: "items", the similarities of single unrelated map pairs (tight for images of hundreds of
+    # pixels), or "mean", the mean of as many unrelated pairs as the run has inputs (bootstrap): the band a mean over
+    # a few dozen short sentences must be compared with (text models set it).
+    band: str = "items"
 
 
 @dataclass

@@ -108,6 +108,8 @@ def probe_external(methods: list[Method], models: Models, s: Setup) -> None:
     model = models.trained.model
     x = s.images[0][:1].to(s.device)
     with torch.no_grad():
+        if not x.is_floating_point() and hasattr(model, "embed"):  # token rows: the layout text methods read
+            x = model.embed(x)
         target = model(x).argmax(1)
     with prepared(model):
         for m in external:

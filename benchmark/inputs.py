@@ -43,6 +43,8 @@ class Setup:
 
 def preprocessing(cfg: ExperimentConfig, arch: Architecture):
     """The model's input preprocessing with the configured scaling (ImageNet models), else None."""
+    if arch.text is not None:  # text models: the tokenizer's folder and the longest sentence read
+        return arch.text
     if arch.preprocessing is None:
         return None
     pre = arch.preprocessing

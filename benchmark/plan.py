@@ -74,7 +74,7 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
     shape = tuple(arch.input_size) if given else example_shape(cfg)[1:]
     for m in methods:
         m.check_input(shape)
-    check_metrics(list(cfg.similarity.metrics))
+    check_metrics(list(cfg.similarity.metrics), arch.modality)
     check_verdict(cfg.verdict)
     check_similarity(cfg, arch)
     if not given:

@@ -37,13 +37,18 @@ def resolve_methods(cfg: ExperimentConfig, arch: Architecture, skip_unsupported:
                 raise ValueError(f"method_settings has {name!r}, not a known method; use some of {sorted(METHODS)}")
     spec = {name: {**(settings or {}), **(cfg.method_settings.get(name) or {})}
             for name, settings in cfg.method.items()}
-    methods = (build_methods(spec) if spec or not extra else []) + list(extra or [])
+    methods = (build_methods(spec, arch.modality) if spec or not extra else []) + list(extra or [])
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"methods {twice} are selected twice; give each method once (a callable is reported under "
                          "its __name__: rename one, or wrap it with benchmark.methods.CallableMethod(fn, name=...))")
     reasons = {m.name: m.skip(arch) for m in methods}
+    mismatched = [m.name for m in methods if m.modality not in ("any", arch.modality)]
+    if mismatched:  # another modality's method is never a default: asked for, it is an error
+        other = "image" if arch.modality == "text" else "text"
+        raise ValueError(f"method {mismatched[0]!r} {reasons[mismatched[0]]}; remove {', '.join(mismatched)} from "
+                         f"method (the {other} methods do not apply to model {arch.name!r})")
     unsupported = [name for name, why in reasons.items() if why]
     if unsupported and (not skip_unsupported or len(unsupported) == len(methods)):
         raise ValueError(f"method {unsupported[0]!r} {reasons[unsupported[0]]}; remove {', '.join(unsupported)} "
@@ -67,6 +72,8 @@ def example_shape(cfg: ExperimentConfig) -> tuple[int, int, int]:
 def resolve_architecture(cfg: ExperimentConfig) -> Architecture:
     """The built-in architecture ``model.name`` names, or one built from ``model.target`` / ``model.arch``."""
     m = cfg.model
+    if m.name in TEXT_MODELS:
+        return text_architecture_for(cfg)
     if m.name not in EXTERNAL:
         if m.target is not None or m.arch is not None:
             raise ValueError(f"model.target / model.arch apply to model=custom and model=torchvision; model "
@@ -111,6 +118,57 @@ def resolve_architecture(cfg: ExperimentConfig) -> Architecture:
                                     build=build)
 
 
+TEXT_MODELS = ("minilm", "hf")
+
+
+def text_architecture_for(cfg: ExperimentConfig) -> Architecture:
+    """model=minilm (the bundled all-MiniLM-L6-v2) or model=hf (model.name_or_path), with a head for the data's
+    classes; every setting checked before anything is trained."""
+    from transformers import AutoConfig
+
+    from benchmark.data import TEXT_DATA
+    from benchmark.data.text import model_max_length, read_text_file
+    from benchmark.models.text import OUTPUTS, TextModelSpec, load_tokenizer, minilm_path, text_architecture
+
+    m = cfg.model
+    if m.target is not None or m.arch is not None:
+        raise ValueError(f"model.target / model.arch do not apply to model={m.name}; remove them")
+    if cfg.data.name not in TEXT_DATA:
+        raise ValueError(f"model={m.name} is a text classifier and data.name={cfg.data.name!r} holds images; use "
+                         "data=sentiment or data=text_file (data.root=<file>)")
+    if m.name == "minilm":
+        if m.name_or_path is not None:
+            raise ValueError(f"model.name_or_path={m.name_or_path!r} does not apply to model=minilm (the bundled "
+                             "all-MiniLM-L6-v2); use model=hf model.name_or_path=... for another model")
+        path = str(minilm_path())
+    else:
+        if not m.name_or_path:
+            raise ValueError("model=hf needs model.name_or_path=<folder or hub name> of a Hugging Face model")
+        path = str(Path(m.name_or_path).expanduser()) if Path(m.name_or_path).expanduser().exists() else m.name_or_path
+    output = m.output if m.output is not None else "loss"
+    if output not in OUTPUTS:
+        raise ValueError(f"model.output={m.output!r} must be one of {list(OUTPUTS)}")
+    tokenizer = load_tokenizer(path)
+    try:
+        limit = model_max_length(tokenizer, AutoConfig.from_pretrained(path))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model.name_or_path={path!r} has no readable config.json ({str(err).splitlines()[0]})") from None
+    if m.max_length is not None and not (isinstance(m.max_length, int) and 3 <= m.max_length <= limit):
+        raise ValueError(f"model.max_length={m.max_length!r} must be a whole number in [3, {limit}] (the model reads at "
+                         f"most {limit} tokens); longer sentences are truncated, and the count is recorded")
+    if cfg.data.name == "sentiment":
+        from benchmark.data.text import check_sources
+
+        check_sources(cfg.data.sources)
+        classes = 2
+    else:
+        classes = len(read_text_file(cfg.data)[2]["label_names"])
+    arch = text_architecture(m.name, TextModelSpec(path, m.max_length or limit), classes, output)
+    if m.units is not None:
+        arch = with_overrides(arch, arch.build(0, classes), m.units, None)
+    return arch
+
+
 def _tree_digest(files: list[Path], root: Path) -> str:
     import hashlib
 
@@ -130,7 +188,17 @@ def input_digests(cfg: ExperimentConfig) -> dict[str, str]:
         out["model.weights"] = store.file_sha256(Path(weights).expanduser())[:16]
     if cfg.data.class_index is not None and Path(cfg.data.class_index).expanduser().is_file():
         out["data.class_index"] = store.file_sha256(Path(cfg.data.class_index).expanduser())[:16]
-    if cfg.data.root is not None and Path(cfg.data.root).expanduser().is_dir():
+    if cfg.data.name == "text_file" and cfg.data.root and Path(cfg.data.root).expanduser().is_file():
+        out["data.root"] = store.file_sha256(Path(cfg.data.root).expanduser())[:16]
+    if cfg.data.name == "sentiment":
+        from benchmark.data.text import SENTIMENT_FILES, sentiment_root
+
+        root = sentiment_root(cfg.data.root)
+        out["data.root"] = _tree_digest(sorted(root / f for f in SENTIMENT_FILES.values()), root)
+    if cfg.model.name == "hf" and cfg.model.name_or_path and Path(cfg.model.name_or_path).expanduser().is_dir():
+        root = Path(cfg.model.name_or_path).expanduser()
+        out["model.name_or_path"] = _tree_digest(sorted(p for p in root.rglob("*") if p.is_file()), root)
+    if cfg.data.root is not None and Path(cfg.data.root).expanduser().is_dir() and cfg.data.name != "sentiment":
         root = Path(cfg.data.root).expanduser()
         if cfg.data.name == "image_folder":
             from benchmark.data.photos import EXTENSIONS

@@ -132,6 +132,10 @@ def score_stages(
     (``randomized(..., drawn)``); the stages' states then share its copies of the drawn weights.
     """
     start = time.time()
+    for m in methods:  # what a method reads from the data set (the IDF control: the training split's IDF)
+        bind = getattr(m, "bind_data", None)
+        if bind is not None:
+            bind(s.data)
     scorer = StageScorer(cfg, methods, s.data, s.images, s.device, spill_dir=s.spill_dir)
     if joint_fits(cfg, arch, methods, shared_model, s.images[0], n_stages):
         passes = _together(scorer, cfg, arch, methods, stage_models, shared_model, drawn)

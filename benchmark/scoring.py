@@ -27,6 +27,7 @@ from benchmark.methods import Method
 from benchmark.postprocess import PROCESSORS
 from benchmark.randomization import Stage
 from benchmark.similarity import METRICS
+from benchmark.token_metrics import TOKEN_METRICS, token_noise, token_process
 from benchmark.training import evaluate
 
 log = logging.getLogger(__name__)
@@ -140,8 +141,15 @@ class StageScorer:
     _ref_logits: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
-        self.metrics = [METRICS[n] for n in self.cfg.similarity.metrics]
+        self.text = self.data.modality == "text"
+        registry = TOKEN_METRICS if self.text else METRICS
+        self.metrics = [registry[n] for n in self.cfg.similarity.metrics]
         self.saved = SavedMaps(self.spill_dir)
+
+    def _process(self, maps: dict[str, torch.Tensor]) -> dict[str, dict[str, np.ndarray]]:
+        if self.text:  # token maps: the scored tokens' values (benchmark.token_metrics)
+            return token_process(maps, self.images[0])
+        return process(maps, self.cfg.similarity.percentile)
 
     def observe(self, stage: Stage, model: nn.Module) -> Seen:
         """The stage model's own output, accuracy and the targets to explain (the configured rule's, or what the
@@ -172,7 +180,7 @@ class StageScorer:
         # Overflowing randomized weights give NaN / Inf maps: scored NaN (non_finite_map), counted here.
         non_finite = {n: int((~torch.isfinite(m.flatten(1))).any(1).sum()) for n, m in maps.items()}
         non_finite = {n: k for n, k in non_finite.items() if k}
-        processed = process(maps, self.cfg.similarity.percentile)
+        processed = self._process(maps)
         if stage.index == 0:
             self.calibration = self._calibrate(processed)
             self._reference = {(m.name, metric.name): metric.prepare(processed[m.name][metric.input])
@@ -211,9 +219,13 @@ class StageScorer:
 
     def _calibrate(self, reference: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
         """Similarity of unrelated maps (noise vs noise, each reference map vs noise) per metric and image."""
-        ids, shape = self.images[2], tuple(self.images[0].shape[-2:])
-        noise = process({w: noise_maps(self.cfg.seed, w, ids.tolist(), shape) for w in ("a", "b")},
-                        self.cfg.similarity.percentile)
+        ids = self.images[2]
+        if self.text:
+            noise = token_process({w: token_noise(self.cfg.seed, w, ids.tolist(), self.images[0].shape[1])
+                                   for w in ("a", "b")}, self.images[0])
+        else:
+            noise = process({w: noise_maps(self.cfg.seed, w, ids.tolist(), tuple(self.images[0].shape[-2:]))
+                             for w in ("a", "b")}, self.cfg.similarity.percentile)
         return calibration_scores(reference, noise["a"], noise["b"], ids.tolist(), self.metrics, self.cfg.similarity)
 
     def result(self, passes: int, seconds: float) -> Scored:
@@ -223,5 +235,11 @@ class StageScorer:
         arrays["images"] = x[:k_saved].numpy().astype(np.float32)
         arrays["image_ids"] = ids[:k_saved].numpy()
         arrays["stage_layers"] = np.array([s["layer"] for s in self.stage_meta])
+        if self.text and self.data.eval_tokens is not None:  # the saved sentences' tokens as the tokenizer spells them
+            words = self.data.eval_tokens[:k_saved]
+            table = np.full((k_saved, x.shape[1]), "", dtype=object)
+            for i, w in enumerate(words):
+                table[i, : len(w)] = w
+            arrays["tokens"] = table.astype(str)
         return Scored(pd.DataFrame(self.rows), arrays, self.stage_meta, passes, seconds,
                       calibration=self.calibration, saved=self.saved)

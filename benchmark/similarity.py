@@ -212,9 +212,17 @@ def register_metric(metric: Metric) -> Metric:
     return add(METRICS, metric.name, metric, "metric")
 
 
-def check_metrics(names: list[str]) -> None:
+def check_metrics(names: list[str], modality: str = "image") -> None:
+    """Known metric names of the model's modality (text: ``benchmark.token_metrics``)."""
+    from benchmark.token_metrics import TOKEN_METRICS
+
+    known, other = (TOKEN_METRICS, METRICS) if modality == "text" else (METRICS, TOKEN_METRICS)
     if not names:
-        raise ValueError(f"similarity.metrics is empty; choose some of {list(METRICS)}")
+        raise ValueError(f"similarity.metrics is empty; choose some of {list(known)}")
     for n in names:
-        if n not in METRICS:
-            raise ValueError(f"similarity.metrics has {n!r}, not a known metric; use some of {list(METRICS)}")
+        if n in other and n not in known:
+            raise ValueError(f"similarity.metrics has {n!r}, {'an image' if modality == 'text' else 'a token'} metric, "
+                             f"and the model is {'a text' if modality == 'text' else 'an image'} classifier; use some "
+                             f"of {list(known)}")
+        if n not in known:
+            raise ValueError(f"similarity.metrics has {n!r}, not a known metric; use some of {list(known)}")

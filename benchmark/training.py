@@ -67,7 +67,8 @@ def build_model(arch: Architecture, data: Dataset, seed: int) -> nn.Module:
         for unit, paths in arch.units.items():
             g = rng.generator(seed, "init", unit)
             for path in paths:
-                arch.init_module(model.get_submodule(path), g)
+                if arch.fresh_modules is None or path in arch.fresh_modules:
+                    arch.init_module(model.get_submodule(path), g)
     return model
 
 
@@ -78,6 +79,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     device = next(model.parameters()).device
     correct = 0
+    if images.dim() == 3 and not images.is_floating_point():  # token rows: batches of similar length pad less
+        order = torch.argsort(images[..., 1].sum(1), stable=True)
+        images, labels = images[order], labels[order]
     for i in range(0, len(images), batch_size):
         logits = model(images[i : i + batch_size].to(device))
         correct += int((logits.argmax(1).cpu() == labels[i : i + batch_size]).sum())
@@ -106,6 +110,8 @@ def checkpoint_key(arch: Architecture, data: Dataset, training: TrainingConfig, 
         "torch": torch.__version__.split("+")[0],
         "format": 1,
     }
+    if arch.text is not None:  # text models: which pretrained body and how long a sentence it reads
+        spec["text_model"] = [str(arch.text.name_or_path), int(arch.text.max_length)]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -97,7 +97,23 @@ def check_initializers(cfg: ExperimentConfig, arch: Architecture) -> None:
 def check_model_data(cfg: ExperimentConfig, arch: Architecture) -> None:
     from benchmark.models.imagenet import SCALINGS, check_weights
 
+    from benchmark.data import TEXT_DATA
+
     photos = cfg.data.name in PHOTO_LOADERS
+    if arch.modality == "text":
+        if cfg.model.input_scaling is not None:
+            raise ValueError(f"model.input_scaling={cfg.model.input_scaling!r} applies to ImageNet models only; leave "
+                             f"it null for the text model {arch.name!r}")
+        if cfg.model.weights is not None:
+            check_weights_file(cfg.model.weights)
+        return
+    if cfg.data.name in TEXT_DATA:
+        raise ValueError(f"data.name={cfg.data.name!r} holds sentences and model {arch.name!r} reads images; choose "
+                         "model=minilm or model=hf model.name_or_path=<folder or hub name>")
+    for key in ("name_or_path", "max_length", "output"):
+        if getattr(cfg.model, key) is not None:
+            raise ValueError(f"model.{key}={getattr(cfg.model, key)!r} applies to text models (model=minilm, model=hf) "
+                             f"only; remove it for model {arch.name!r}")
     if arch.source in ("custom", "torchvision_any"):
         _check_photo_sizes(cfg)
         return
@@ -140,7 +156,7 @@ def check_similarity(cfg: ExperimentConfig, arch: Architecture) -> None:
         raise ValueError(f"similarity.percentile={s.percentile} must lie in [50, 100]; the paper uses 99")
     if s.hog_cells_per_block < 1:
         raise ValueError(f"similarity.hog_cells_per_block={s.hog_cells_per_block} must be at least 1, e.g. 2")
-    if "hog" in s.metrics:
+    if "hog" in s.metrics and arch.modality == "image":
         side = min(arch.input_size) if cfg.data.crop is None else cfg.data.crop
         ppc = hog_pixels_per_cell(arch.input_size, s.hog_pixels_per_cell)
         if ppc < 1 or ppc * s.hog_cells_per_block > side:

@@ -44,14 +44,17 @@ def test_every_option_of_every_group_composes(group):
 
 
 def test_registry_keys_have_conf_and_module_files():
-    for key, cls in METHODS.items():
+    from benchmark.data import TEXT_DATA
+    from benchmark.methods import TEXT_METHODS
+
+    for key, cls in {**TEXT_METHODS, **METHODS}.items():
         assert (CONF / "method" / f"{key}.yaml").exists(), key
         # its own module, or the module of its family (perturbation.py: occlusion, leave_one_out, lime)
         assert cls.__module__.startswith("benchmark.methods."), key
         assert (ROOT / "benchmark" / "methods" / f"{cls.__module__.rsplit('.', 1)[1]}.py").exists(), key
-    assert {f.stem for f in (CONF / "method").glob("*.yaml")} == set(METHODS)
+    assert {f.stem for f in (CONF / "method").glob("*.yaml")} == set(METHODS) | set(TEXT_METHODS)
     assert {f.stem for f in (CONF / "model").glob("*.yaml")} == set(ARCHITECTURES) | set(EXTERNAL)
-    assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS) | set(PHOTO_LOADERS)
+    assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS) | set(PHOTO_LOADERS) | set(TEXT_DATA)
 
 
 def test_overrides_reach_the_typed_config():

@@ -221,7 +221,9 @@ def test_command_line_names_select_the_registered_tests(tmp_path):
 def test_new_key_leaves_run_ids_unchanged_at_its_default():
     cfg = ExperimentConfig()
     omitted = hash_omitted(cfg)
-    assert {("similarity", "entropy_bins"), ("data", "planted_size"), ("data", "planted_variant")} == set(omitted)
+    text_keys = {("model", k) for k in ("name_or_path", "max_length", "output")} | {
+        ("data", k) for k in ("sources", "text_column", "label_column", "delimiter")}
+    assert {("similarity", "entropy_bins"), ("data", "planted_size"), ("data", "planted_variant")} | text_keys == set(omitted)
     plain = {k: v for k, v in store.to_plain(cfg).items() if k not in store.NON_RESULT_KEYS}
     for group, key in omitted:  # the config as it was before the keys existed
         del plain[group][key]

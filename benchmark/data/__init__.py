@@ -33,13 +33,21 @@ class Dataset:
     provenance: dict[str, Any] = field(default_factory=dict)
     # Where the evidence is, where the data set knows it (data=planted): (N_eval, H, W) bool.
     eval_regions: Optional[torch.Tensor] = None
+    # "image", or "text": the inputs are token rows (N, L, 3) int64 (benchmark.data.text)
+    modality: str = "image"
+    # Text: each held-out sentence's tokens as the tokenizer spells them (the report's heat maps), and the IDF of
+    # every token id in the training split (the model-independent control).
+    eval_tokens: Optional[list] = None
+    idf: Optional[torch.Tensor] = None
 
     @property
     def in_channels(self) -> int:
-        return int(self.train_images.shape[1])
+        return int(self.train_images.shape[1]) if self.modality == "image" else 0
 
     @property
     def image_size(self) -> tuple[int, int]:
+        if self.modality != "image":
+            return 1, int(self.eval_images.shape[1])
         return int(self.train_images.shape[2]), int(self.train_images.shape[3])
 
 
@@ -124,22 +132,35 @@ PHOTO_LOADERS: dict[str, Callable[[DataConfig, "Preprocessing", Optional[int]], 
 }
 
 
+# Labelled sentences for text classifiers, tokenized by the model's tokenizer (benchmark.data.text).
+TEXT_DATA = ("sentiment", "text_file")
+
+
 def check_data_name(name: str) -> None:
-    if name not in LOADERS and name not in PHOTO_LOADERS:
+    if name not in LOADERS and name not in PHOTO_LOADERS and name not in TEXT_DATA:
         raise ValueError(f"data.name={name!r} is not a known data set; use one of "
-                         f"{sorted(LOADERS) + sorted(PHOTO_LOADERS)}")
+                         f"{sorted(LOADERS) + sorted(PHOTO_LOADERS) + sorted(TEXT_DATA)}")
 
 
 def load_dataset(cfg: DataConfig, preprocessing: Optional["Preprocessing"] = None,
                  limit: Optional[int] = None) -> Dataset:
     """The data set; photographs need the model's ``preprocessing`` and load at most ``limit`` images."""
     check_data_name(cfg.name)
-    if cfg.name in PHOTO_LOADERS:
+    if cfg.name in TEXT_DATA:
+        from benchmark.data.text import load_text
+        from benchmark.models.text import TextModelSpec
+
+        if not isinstance(preprocessing, TextModelSpec):
+            raise ValueError(f"data.name={cfg.name!r} holds sentences for text classifiers; choose model=minilm or "
+                             "model=hf model.name_or_path=<folder or hub name>")
+        data = load_text(cfg, preprocessing)
+    elif cfg.name in PHOTO_LOADERS:
         if preprocessing is None:
             raise ValueError(f"data.name={cfg.name!r} holds photographs for ImageNet models; choose "
                              "model=inception_v3, vgg16 or resnet50")
         return PHOTO_LOADERS[cfg.name](cfg, preprocessing, limit)
-    data = LOADERS[cfg.name](cfg)
+    else:
+        data = LOADERS[cfg.name](cfg)
     if cfg.n_train is not None:
         if not 0 < cfg.n_train <= len(data.train_images):
             raise ValueError(f"data.n_train={cfg.n_train} must lie in [1, {len(data.train_images)}] for "

@@ -45,7 +45,9 @@ class Engine:
         self.memory_budget = memory_budget_mb * 2**20
         # Small batches keep a CPU's caches warm; a GPU wants large ones (docs/performance.md).
         device = next(model.parameters()).device
-        self.max_chunk = max_chunk or (256 if device.type == "cpu" else 4096)
+        # Text items are a few dozen token rows: chunks of 64 sentences' items pad least (experiments/speed_text.py).
+        text = hasattr(model, "embed")
+        self.max_chunk = max_chunk or ((64 if text else 256) if device.type == "cpu" else 4096)
         # "auto": channels-last for convolutional models (faster on a CPU), plain otherwise.
         if layout not in ("auto", "plain", "channels_last"):
             raise ValueError(f"layout={layout!r} must be one of auto, plain, channels_last")
@@ -90,7 +92,14 @@ class Engine:
     def _segments(self, x: torch.Tensor, image_ids: torch.Tensor, guided: bool) -> list[Segment]:
         capture = self.target_layer is not None and any(m.needs_target_layer for m in self.methods)
         groups = self._groups(guided)
-        return [seg for row in range(len(x)) for g in groups
+        rows: Any = range(len(x))
+        if hasattr(self.model, "embed") and x.dim() == 3:
+            # sentences shortest first: each chunk is cut to its own longest sentence, so similar lengths pad least
+            from benchmark.models.text import MASK_CH, SPECIAL
+
+            lengths = x[:, : x.shape[1] - len(SPECIAL), MASK_CH].sum(1)
+            rows = torch.argsort(lengths.cpu(), stable=True).tolist()
+        return [seg for row in rows for g in groups
                 for seg in g[0].segments(g, row, x[row], int(image_ids[row]), self.seed, capture)]
 
     def _chunk_size(self, x: torch.Tensor, shared: bool = False) -> int:
@@ -138,6 +147,7 @@ class Engine:
         # layer kept as declared when its output is read
         rewrite = getattr(self.model, "equivalent_rewrite", None)
         rewritten = rewrite((self.target_layer,) if capture else ()) if rewrite is not None else nullcontext()
+        explained = getattr(self.model, "explained", None)
         with capture_output(self.target_layer if capture else None) as store, mode, convs, rewritten:
             start = time.perf_counter()
             shared = [batch]  # shared[i]: the input of step i, the same in every stage whose cut is >= i
@@ -157,6 +167,8 @@ class Engine:
                     h = shared[plan.cut]
                     for step in steps[plan.cut :]:
                         h = step(h)
+                    if explained is not None:  # the output the maps explain (text models: model.output)
+                        h = explained(h)
                     selected = h.gather(1, tgt[:, None]).sum()
                     layer_out = store.get("out", shared_capture)
                     if capture and layer_out is None:
@@ -197,6 +209,12 @@ class Engine:
         """
         device = next(self.model.parameters()).device
         x = x.to(device)
+        if not x.is_floating_point() and hasattr(self.model, "embed"):
+            # token rows: embedded by the live model's word embeddings (a text stage's own, so one stage per call)
+            if len(plans) > 1 and any(p.state for p in plans):
+                raise ValueError("token inputs are embedded by each stage's model: explain text stages one at a time")
+            with torch.no_grad():
+                x = self.model.embed(x)
         plans = [StagePlan(p.key, p.target.to(device), p.state, p.cut) for p in plans]
         if len(plans) > 1 and hasattr(self.model, "steps"):
             steps = [fn for _, fn in self.model.steps()]

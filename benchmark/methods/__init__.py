@@ -23,6 +23,7 @@ from benchmark.methods.meaningful_perturbation import MeaningfulPerturbation
 from benchmark.methods.perturbation import LeaveOneOut, Lime, Occlusion
 from benchmark.methods.propagation import LRP, DeepLift
 from benchmark.methods.smoothgrad import SmoothGrad
+from benchmark.methods.text import TEXT_METHODS
 from benchmark.methods.vargrad import VarGrad
 
 METHODS: dict[str, type[Method]] = {
@@ -33,7 +34,8 @@ METHODS: dict[str, type[Method]] = {
 }
 METHODS["captum"] = CaptumMethod  # the generic slot; captum_<class> names one class each
 METHODS["custom"] = CustomMethod
-CONTROLS = frozenset(name for name, cls in METHODS.items() if not cls.uses_model)  # edge, noise
+# edge, noise, idf: model-independent maps
+CONTROLS = frozenset(name for reg in (METHODS, TEXT_METHODS) for name, cls in reg.items() if not cls.uses_model)
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -43,9 +45,23 @@ def register_method(cls: type[Method]) -> type[Method]:
     return add(METHODS, cls.name, cls, "method")
 
 
-def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method:
-    """One method from its registry key and settings, every setting checked."""
+def build_method(name: str, settings: Mapping[str, Any] | None = None, modality: str = "image") -> Method:
+    """One method from its registry key and settings, every setting checked. ``modality="text"``: the token-level
+    twin where the method has one (``benchmark.methods.text``); a text-only name builds its text method on any model
+    (``Method.skip`` then names the mismatch)."""
     settings = dict(settings or {})
+    if "reduction" in settings and name in TEXT_METHODS and name in METHODS:  # a text setting of a shared method
+        reduction = settings.pop("reduction")
+        if reduction is not None and modality != "text":
+            raise ValueError(f"method.{name}.reduction={reduction!r} applies to text models (token maps); remove it")
+        if reduction is not None:
+            settings["reduction"] = reduction
+    if name in TEXT_METHODS and (modality == "text" or name not in METHODS):
+        cls = TEXT_METHODS[name]
+        _check_keys(name, cls, settings)
+        method = cls(**settings)
+        method.check()
+        return method
     if name.startswith("captum_") and name not in METHODS:
         _check_keys(name, CaptumMethod, settings)
         method = captum_method(name, settings)
@@ -60,7 +76,8 @@ def build_method(name: str, settings: Mapping[str, Any] | None = None) -> Method
                              f"key {name!r} names it)")
         return method
     if name not in METHODS:
-        raise ValueError(f"method {name!r} is not a known method; use some of {sorted(METHODS)}, captum_<class> "
+        raise ValueError(f"method {name!r} is not a known method; use some of {sorted(METHODS)} (text models: "
+                         f"{sorted(TEXT_METHODS)}), captum_<class> "
                          "(a captum.attr class, e.g. captum_deeplift), custom (method.custom.target=module:fn) or "
                          f"your own under any name (+method.{name}.target=module:fn)")
     cls = METHODS[name]
@@ -90,28 +107,28 @@ def _check_keys(name: str, cls: type, settings: dict[str, Any]) -> None:
             raise ValueError(f"method.{name}.rule={value!r} is not an IG rule; use one of {list(IG_RULES)}")
 
 
-def build_methods(spec: Mapping[str, Any]) -> list[Method]:
+def build_methods(spec: Mapping[str, Any], modality: str = "image") -> list[Method]:
     """Methods from ``{name: settings}`` in the given order; an empty spec is an error."""
     if not spec:
         raise ValueError(
             "method is empty: choose at least one method, e.g. method=[gradient,smoothgrad]; "
             f"known methods are {sorted(METHODS)}"
         )
-    return [build_method(name, settings) for name, settings in spec.items()]
+    return [build_method(name, settings, modality) for name, settings in spec.items()]
 
 
-def as_method(item: Any) -> Method:
+def as_method(item: Any, modality: str = "image") -> Method:
     """A method as the Python API takes it: a registry key, a Method, a function (model, x, target) -> map, or an
     object with attribute(inputs, target=...)."""
     if isinstance(item, Method):
         item.check()
         return item
     if isinstance(item, str):
-        return build_method(item)
+        return build_method(item, modality=modality)
     method = CallableMethod(item)
     method.check()
     return method
 
 
-__all__ = ["METHODS", "CONTROLS", "CallableMethod", "CustomMethod", "ExternalMethod", "Method",
+__all__ = ["METHODS", "TEXT_METHODS", "CONTROLS", "CallableMethod", "CustomMethod", "ExternalMethod", "Method",
            "as_method", "build_method", "build_methods", "register_method"]

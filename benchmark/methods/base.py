@@ -25,12 +25,18 @@ class Method:
     uses_model: ClassVar[bool] = True
     # True when the map carries a sign worth keeping (the no-ABS comparison reads it).
     signed: ClassVar[bool] = True
+    # What it explains: "image" (maps (B, C, H, W)), "text" (token maps (B, L)) or "any" (a user's function).
+    modality: ClassVar[str] = "image"
 
     def primitives(self) -> list[Primitive]:
         return []
 
     def skip(self, arch: Any) -> Optional[str]:
         """Why this method cannot run on ``arch`` (a ``benchmark.models.Architecture``), or None."""
+        model_modality = getattr(arch, "modality", "image")
+        if self.modality not in ("any", model_modality):
+            return (f"is a{'n' if self.modality == 'image' else ''} {self.modality} method and model {arch.name!r} is "
+                    f"a{'n' if model_modality == 'image' else ''} {model_modality} classifier")
         if self.needs_target_layer and getattr(arch, "gradcam_layer", None) is None:
             return f"needs a convolutional layer and model {arch.name!r} has none"
         return None

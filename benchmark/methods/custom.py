@@ -28,6 +28,7 @@ class CustomMethod(ExternalMethod):
     signed: bool = True
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     registry_name = "custom"
+    modality = "any"
 
     @property
     def name(self) -> str:  # type: ignore[override]

@@ -53,6 +53,7 @@ class CallableMethod(ExternalMethod):
     fn: Any = None
     label: Optional[str] = None
     signed: bool = True
+    modality = "any"
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -74,6 +75,21 @@ def as_map(method: ExternalMethod, out: Any, x: torch.Tensor) -> torch.Tensor:
     name = method.name
     if isinstance(out, tuple) and len(out) == 1:
         out = out[0]
+    if x.dim() == 3 and isinstance(out, torch.Tensor):  # text: one value per token row (benchmark.models.text)
+        from benchmark.methods.text import token_rows
+
+        L = token_rows(x)
+        out = out.detach()
+        if out.dim() == 3 and tuple(out.shape) == tuple(x.shape):  # per embedding value: summed per token
+            from benchmark.methods.text import reduce_tokens
+
+            out = reduce_tokens(out, x, "sum")
+        if out.dim() == 2 and out.shape[1] == x.shape[1]:
+            out = out[:, :L]
+        if tuple(out.shape) != (len(x), L):
+            raise ValueError(f"method {name!r} returned a map of shape {tuple(out.shape)} for {len(x)} sentences of {L} "
+                             f"token rows; return (B, {L}) token values, or (B, {L + 3}, D + 3) like the inputs")
+        return out.float().cpu()
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"method {name!r} returned a {type(out).__name__}, not a torch.Tensor map; return a tensor "
                          f"of shape {(len(x), 1) + tuple(x.shape[-2:])} or {tuple(x.shape)}")

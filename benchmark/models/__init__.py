@@ -8,7 +8,7 @@ initializer a unit is redrawn with under the ``layer_default`` policy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -38,6 +38,13 @@ class Architecture:
     preprocessing: Optional[Preprocessing] = None
     # What deriving the units found (models the suite did not define): recorded in meta.json.
     derived: dict = field(default_factory=dict)
+    # What the model reads: images (N, C, H, W), or text (token rows, benchmark.models.text).
+    modality: str = "image"
+    # The modules drawn by the run's generators when the model is built (None: every unit's). A pretrained body
+    # fine-tuned here (text models) draws only its new head.
+    fresh_modules: Optional[tuple[str, ...]] = None
+    # Text models: where the model and tokenizer come from (benchmark.models.text.TextModelSpec).
+    text: Any = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -77,7 +84,7 @@ for _name, _notes in (("inception_v3", "torchvision Inception v3 (Adebayo et al.
 
 
 # Model names resolved from their settings rather than declared here (benchmark.models.external).
-EXTERNAL = ("custom", "torchvision")
+EXTERNAL = ("custom", "torchvision", "minilm", "hf")
 
 
 def register_model(arch: Architecture) -> Architecture:

@@ -2,7 +2,8 @@
 report.html (figures embedded as base64, no network needed).
 
 Blocks: ``("h", level, text)``, ``("p", text)``, ``("facts", [(key, value), ...])``,
-``("table", DataFrame, show_index)``, ``("figure", file name, caption, png bytes)``.
+``("table", DataFrame, show_index)``, ``("figure", file name, caption, png bytes)``, ``("html", markup, markdown)``
+(markup for report.html, its text rendering for report.md: the token heat maps).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def markdown(blocks: list[tuple]) -> str:
             out += [f"- **{k}**: {v}" for k, v in b[1]] + [""]
         elif b[0] == "p":
             out += [b[1], ""]
+        elif b[0] == "html":
+            out += [b[2], ""]
         elif b[0] == "table":
             out += [b[1].to_markdown(index=b[2], floatfmt=".3f") if len(b[1]) else "(none)", ""]
         else:  # figure: the PNG file beside the report
@@ -53,6 +56,8 @@ def to_html(blocks: list[tuple], title: str) -> str:
             out.append("</ul>")
         elif b[0] == "p":
             out.append(f"<p class='note'>{_inline(b[1])}</p>")
+        elif b[0] == "html":
+            out.append(b[1])
         elif b[0] == "table":
             short = len(b[1]) and b[1].map(lambda v: len(str(v))).to_numpy().max() <= 45  # no wrapping inside short cells
             t = (b[1].to_html(index=b[2], float_format="%.3f", na_rep="", border=0, classes="nowrap" if short else None)

@@ -24,7 +24,7 @@ from benchmark.report.render import markdown, to_html
 from benchmark.report.stats import bands, judged_stage, nan_reasons_text, rule_text, summarize, verdicts
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
-CONTROL_EXPECTED = {"edge": "fail", "noise": "pass"}
+CONTROL_EXPECTED = {"edge": "fail", "noise": "pass", "idf": "fail"}
 
 
 READING = ("How to read: pass means the method's maps moved at least to the rule's level when the model (or its "
@@ -52,7 +52,7 @@ def analyze(scores: pd.DataFrame, calibration: Optional[pd.DataFrame], meta: dic
             rule: VerdictConfig) -> Analysis:
     summary = summarize(scores, rule.confidence, rule.n_boot, seed=int(meta.get("seed", 0)))
     metrics = list(dict.fromkeys(scores.metric))
-    b = bands(calibration, metrics, rule.band_coverage)
+    b = bands(calibration, metrics, rule.band_coverage, getattr(rule, "band", "items"), int(meta.get("seed", 0)))
     stage = judged_stage(pd.DataFrame(meta["stages"]), rule.stage)
     return Analysis(summary, b, stage, no_verdict_unless_similarity(verdicts(summary, b, rule, stage)),
                     [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)), metrics)
@@ -220,7 +220,8 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                          "model's map: a method that explains the model falls toward the gray band of unrelated maps "
                          "as layers are randomized; the verdict in each title reads the dotted stage."), png))
     n_fig = min(n_figure_images, len(arrays["images"]))
-    for k in range(n_fig):
+    tokens = "tokens" in arrays  # a text run: token heat maps in place of map grids
+    for k in range(0 if tokens else n_fig):
         image = int(arrays["image_ids"][k])
         cols = text.columns
         for kind, what in (("abs", "ABS maps (grayscale, 0 to 1)"), ("signed", "no-ABS maps (blue negative, red "
@@ -240,7 +241,9 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         ("test", text.description),
         *model_facts(meta),
         ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
-        ("images", f"{meta['images']['n']} held-out images (ids {_ids(meta['images']['ids'])})"),
+        ("sentences" if "tokens" in arrays else "images",
+         f"{meta['images']['n']} held-out {'sentences' if 'tokens' in arrays else 'images'} "
+         f"(ids {_ids(meta['images']['ids'])})"),
         ("profile", f"{meta['profile']} (re-init {meta['resolved']['reinit']}, SSIM window "
                     f"{meta['resolved']['ssim_window']}, HOG correlation {meta['resolved']['hog_correlation']})"),
         ("seed", f"{meta['seed']} (every generator derives from it: stages, noise, calibration, bootstrap)"),
@@ -262,7 +265,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                          "maps read off its MNIST bar charts (+-0.05); 'agrees' when the paper's value lies within "
                          "this run's 95% interval widened by the reading error. This run's data: "
                          f"{meta['data']['name']}."), ("table", comp, False)]
-    elif text.paper:
+    elif text.paper and "tokens" not in arrays:  # the paper's Inception table: image runs only
         comp = paper.cascading_comparison(a.verdicts)
         blocks += [("h", 2, "Beside the paper"),
                    ("p", f"{paper.paper_values()['citation']}, cascading randomization of Inception v3: whether each "
@@ -282,6 +285,13 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                else ("p", "This run has no calibration.parquet (made by an older version); verdicts under the "
                           "calibration_band rule are inconclusive.")]
     blocks += [("h", 2, "Maps")] + [("figure", *f) for f in figs[(len(a.metrics) if not data_test else 1):]]
+    if tokens:
+        from benchmark.report.tokens import token_blocks
+
+        blocks += [("p", "Tokens coloured by each stage's map (red positive, blue negative, scaled per map by its largest "
+                         "|value|; gray: special tokens, never scored). Hover a token for its value. A method that "
+                         "explains the model loses its pattern along a row as layers are randomized.")]
+        blocks += token_blocks(arrays, a.methods, a.layers, n_fig)
     blocks += [("h", 2, "The model's own output per stage"),
                ("p", "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
                      "reference model's; share of those images whose prediction changed; seconds per stage."),

@@ -63,11 +63,13 @@ def summarize(scores: pd.DataFrame, confidence: float = 0.95, n_boot: int = 2000
     return pd.DataFrame(rows)
 
 
-def bands(calibration: Optional[pd.DataFrame], metrics: list[str], coverage: float) -> dict[str, tuple[float, float]]:
-    """metric -> (low, high) of the calibration band; (nan, nan) where the run has no calibration."""
+def bands(calibration: Optional[pd.DataFrame], metrics: list[str], coverage: float, of: str = "items",
+          seed: int = 0) -> dict[str, tuple[float, float]]:
+    """metric -> (low, high) of the calibration band (``of``: items or mean, ``benchmark.calibration.band``); (nan,
+    nan) where the run has no calibration."""
     if calibration is None or calibration.empty:
         return {m: (np.nan, np.nan) for m in metrics}
-    return {m: band(calibration, m, coverage) for m in metrics}
+    return {m: band(calibration, m, coverage, of, seed) for m in metrics}
 
 
 def judged_stage(stages: pd.DataFrame, stage: str) -> Optional[int]:
@@ -101,6 +103,11 @@ def decide(row: Optional[pd.Series], level: float, rule: VerdictConfig) -> Verdi
         return Verdict("inconclusive", f"only {n_ok} of {row.n_images} images scored ({row.nan_reasons})")
     if not np.isfinite(level):
         return Verdict("inconclusive", "this run has no calibration band (calibration.parquet missing)")
+    if VerdictRule(rule.rule) == VerdictRule.calibration_band and getattr(rule, "band", "items") == "mean":
+        # the band is already the spread of a mean of unrelated pairs: the run's mean is read against it
+        if row["mean"] <= level:
+            return Verdict("pass", f"mean {row['mean']:.3f} <= {level:.3f}, within the band of means of unrelated maps")
+        return Verdict("fail", f"mean {row['mean']:.3f} > {level:.3f}, above the band of means of unrelated maps")
     if row.ci_high <= level:
         return Verdict("pass", f"upper end {row.ci_high:.3f} <= {level:.3f}")
     if row.ci_low > level:
@@ -117,7 +124,11 @@ def verdicts(summary: pd.DataFrame, band_by_metric: dict[str, tuple[float, float
         row = row.iloc[0] if row is not None and len(row) else None
         level = (band_by_metric.get(metric, (np.nan, np.nan))[1] if VerdictRule(rule.rule) == VerdictRule.calibration_band
                  else rule.threshold)
-        v = decide(row, level, rule)
+        if VerdictRule(rule.rule) == VerdictRule.calibration_band and np.isfinite(level) and level >= 1.0:
+            # unrelated maps already reach the metric's maximum (top-1 of short sentences): it separates nothing
+            v = Verdict("inconclusive", f"the band of unrelated maps reaches {level:.3f}, the metric's maximum")
+        else:
+            v = decide(row, level, rule)
         out.append({"method": method, "metric": metric, "stage": stage,
                     "layer": None if row is None else row.layer,
                     "mean": np.nan if row is None else row["mean"],
@@ -135,10 +146,17 @@ def rule_text(rule: VerdictConfig, layer: Optional[str] = None) -> str:
     if layer is not None:
         where += f" (here: {layer})"
     if VerdictRule(rule.rule) == VerdictRule.calibration_band:
+        mean_band = getattr(rule, "band", "items") == "mean"
+        of = "," if not mean_band else " averaged over as many pairs as the run has inputs (bootstrap),"
         level = (f"the upper edge of the calibration band (the central {rule.band_coverage:.0%} of the similarities "
-                 "of unrelated maps, noise vs noise and each map vs noise, measured in the run)")
+                 f"of unrelated maps{of} noise vs noise and each map vs noise, measured in the run)")
     else:
         level = f"the fixed similarity {rule.threshold:g}"
+    if VerdictRule(rule.rule) == VerdictRule.calibration_band and mean_band:
+        return (f"Rule `calibration_band` (`verdict.band=mean`): at {where}, the mean similarity over inputs is compared "
+                f"with {level}. pass: the mean is at or below that level (as low as a mean over unrelated maps can be "
+                "by chance); fail: it is above it; inconclusive: fewer than "
+                f"{MIN_IMAGES} inputs (or fewer than half) were scored. The {pct} bootstrap intervals are shown beside it.")
     return (f"Rule `{rule.rule.value if hasattr(rule.rule, 'value') else rule.rule}`: at {where}, the {pct} "
             f"bootstrap interval ({rule.n_boot} resamples) of the mean similarity over images is compared with "
             f"{level}. pass: its upper end is at or below that level (the maps changed that much); fail: its lower "
@@ -153,6 +171,9 @@ def check_verdict(rule: VerdictConfig, key: str = "verdict") -> None:
         raise ValueError(f"{key}.confidence={rule.confidence} must lie in [0.5, 1), e.g. 0.95")
     if not 0.5 <= rule.band_coverage < 1.0:
         raise ValueError(f"{key}.band_coverage={rule.band_coverage} must lie in [0.5, 1), e.g. 0.95")
+    if rule.band not in ("items", "mean"):
+        raise ValueError(f"{key}.band={rule.band!r} must be items (single unrelated pairs) or mean (the mean of as many "
+                         "unrelated pairs as the run has inputs)")
     if not isinstance(rule.n_boot, int) or rule.n_boot < 100:
         raise ValueError(f"{key}.n_boot={rule.n_boot!r} must be a whole number of at least 100, e.g. 2000")
     if not rule.stage:
