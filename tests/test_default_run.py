@@ -4,7 +4,9 @@ The digest is of the default run (``python experiments/model_randomization.py``)
 NaN reason, tie fraction or target of the default run fails here, naming the columns (and metrics) that moved and
 any library whose version differs from the one the digest was taken with. The run id is not part of it (the
 config's schema may add keys). Retaken on 2026-12-01 when a new environment (the versions in the file) moved the
-values of the unchanged code of commit 358c30e.
+values of the unchanged code of commit 358c30e, and on 2026-12-02 on a machine whose CPU differs (the same library
+versions; commit 8a18310, whose digest had passed CI, gave the new digest here too): the file records the CPU's
+vector instruction sets, and a mismatch names them.
 """
 
 import hashlib
@@ -63,6 +65,15 @@ def versions() -> dict[str, str]:
     return {lib: version(lib) for lib in LIBRARIES}
 
 
+def cpu_features() -> list[str]:
+    """The vector instruction sets of this CPU that float kernels choose between (Linux; empty elsewhere)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile"})
+
+
 def test_digest_reads_every_value():
     df = pd.DataFrame({c: [0] for c in COLUMNS}).assign(value=[0.5], nan_reason=[None], layer=["x"], method=["m"],
                                                         metric=["k"], test=["cascading"])
@@ -86,5 +97,7 @@ def test_default_run_values_are_unchanged(tmp_path):
     moved = {k: v for k, v in column_digests(df).items() if stored.get("columns", {}).get(k) != v}
     changed = {k: (stored.get("versions", {}).get(k), v) for k, v in versions().items()
                if stored.get("versions", {}).get(k) != v}
+    cpu = (stored.get("cpu"), cpu_features())
     assert digest(df) == stored["sha256"], f"parts that moved: {sorted(moved)}; library versions (stored, here) " \
-                                           f"that differ: {changed}"
+                                           f"that differ: {changed}; CPU instruction sets (stored, here): " \
+                                           f"{cpu if cpu[0] != cpu[1] else 'the same'}"

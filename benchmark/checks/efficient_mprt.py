@@ -103,6 +103,10 @@ class EfficientMPRT(Check):
 
     def stages(self, arch: Any, cfg: ExperimentConfig) -> list[Stage]:
         """The trained model, and the last stage of the cascading order: every chosen unit re-initialized."""
+        if getattr(arch, "modality", "image") != "image":
+            raise ValueError(f"test=efficient_mprt scores the entropy of image maps (Quantus' EfficientMPRT) and model "
+                             f"{arch.name!r} is a {arch.modality} classifier; use test=cascading (its last stage is "
+                             "every unit randomized) for token maps")
         cascade = stages(arch, Order.cascading, cfg.randomization.units)
         return [cascade[0], Stage(1, "fully_randomized", cascade[-1].units)]
 

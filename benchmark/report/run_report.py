@@ -188,62 +188,86 @@ def versions_text(meta: dict[str, Any]) -> str:
 
 def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arrays: dict[str, np.ndarray],
                      n_figure_images: int = 3, verdict: Optional[VerdictConfig] = None) -> None:
+    """summary.csv, report.md and report.html of one run folder (the same blocks rendered twice)."""
     run_dir = Path(run_dir)
     rule = verdict or VerdictConfig()
     calibration = read_calibration(run_dir)
     a = analyze(df, calibration, meta, rule)
     store.atomic_write(run_dir / "summary.csv", lambda p: summary_csv(a, meta).to_csv(p, index=False))
-    test = meta["test"]
-    data_test = test == "data_randomization"
-    text = report_text(test, meta)
-    judged_layer = a.layers[a.stage] if a.stage is not None else None
-    by_method = {m: g for m, g in a.verdicts.groupby("method")}
+    text = report_text(meta["test"], meta)
+    n_fig = min(n_figure_images, len(arrays["images"]))
+    summary_figs = _summary_figures(run_dir, a, meta, text)
+    map_figs = [] if "tokens" in arrays else _map_figures(run_dir, a, arrays, text, n_fig)
+    stages_df = pd.DataFrame(meta["stages"])[["stage", "layer", "accuracy", "logit_spearman_mean",
+                                              "prediction_changed", "seconds"]]
+    name = "figures/model_output.png"
+    model_fig = (name, "The model's own output per stage: if accuracy and the logits' correlation drop, the model "
+                 "did change, so maps that stay similar are insensitive to it.",
+                 F.save_png(F.model_output_figure(stages_df, meta["test"]), run_dir / name))
+    blocks = _head_blocks(a, meta, arrays, text, rule) + [("figure", *f) for f in summary_figs]
+    blocks += _similarity_blocks(a, calibration, rule)
+    blocks += [("h", 2, "Maps")] + [("figure", *f) for f in map_figs]
+    if "tokens" in arrays:
+        from benchmark.report.tokens import token_blocks
 
-    figs: list[tuple[str, str, bytes]] = []  # (file, caption, png)
-    if data_test:
+        blocks += [("p", "Tokens coloured by each stage's map (red positive, blue negative, scaled per map by its largest "
+                         "|value|; gray: special tokens, never scored). Hover a token for its value. A method that "
+                         "explains the model loses its pattern along a row as layers are randomized.")]
+        blocks += token_blocks(arrays, a.methods, a.layers, n_fig)
+    blocks += _model_blocks(df, a, stages_df, model_fig)
+    store.write_text(run_dir / "report.md", markdown(blocks))
+    store.write_text(run_dir / "report.html", to_html(blocks, meta["run_id"]))
+
+
+Figure = tuple[str, str, bytes]  # (file, caption, png)
+
+
+def _summary_figures(run_dir: Path, a: Analysis, meta: dict[str, Any], text: Any) -> list[Figure]:
+    """The data randomization bars, or one curve figure per metric."""
+    if meta["test"] == "data_randomization":
         paper_vals = paper.paper_values()["data_randomization"]["values"].get(meta["model"]["name"])
         vmap = {(r.method, r.metric): r.verdict for r in a.verdicts.itertuples() if r.verdict != NO_VERDICT}
         name = "figures/data_randomization.png"
         png = F.save_png(F.bars_figure(a.summary, a.bands, paper_vals, verdicts=vmap), run_dir / name)
-        figs.append((name, "Similarity of the true-label and the random-label model's maps per method (mean over "
-                     "images, 95% bootstrap interval): bars reaching into the gray band of unrelated maps mean the maps "
-                     "depend on the labels learned; the edge control sits at 1 by construction, diamonds are the "
-                     "paper's MNIST values.", png))
-    else:
-        for metric in a.metrics:
-            name = f"figures/similarity_{metric}.png"
-            vm = {m: g.set_index("metric").loc[metric, "verdict"] for m, g in by_method.items()}
-            vm = {m: v for m, v in vm.items() if v != NO_VERDICT}
-            png = F.save_png(F.curves_figure(a.summary, metric, a.layers, a.bands[metric], vm, a.stage, test),
-                             run_dir / name)
-            figs.append((name, f"{F.metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
-                         "model's map: a method that explains the model falls toward the gray band of unrelated maps "
-                         "as layers are randomized; the verdict in each title reads the dotted stage."), png))
-    n_fig = min(n_figure_images, len(arrays["images"]))
-    tokens = "tokens" in arrays  # a text run: token heat maps in place of map grids
-    for k in range(0 if tokens else n_fig):
+        return [(name, "Similarity of the true-label and the random-label model's maps per method (mean over "
+                 "images, 95% bootstrap interval): bars reaching into the gray band of unrelated maps mean the maps "
+                 "depend on the labels learned; the edge control sits at 1 by construction, diamonds are the "
+                 "paper's MNIST values.", png)]
+    figs = []
+    by_method = {m: g for m, g in a.verdicts.groupby("method")}
+    for metric in a.metrics:
+        name = f"figures/similarity_{metric}.png"
+        vm = {m: g.set_index("metric").loc[metric, "verdict"] for m, g in by_method.items()}
+        vm = {m: v for m, v in vm.items() if v != NO_VERDICT}
+        png = F.save_png(F.curves_figure(a.summary, metric, a.layers, a.bands[metric], vm, a.stage, meta["test"]),
+                         run_dir / name)
+        figs.append((name, f"{F.metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
+                     "model's map: a method that explains the model falls toward the gray band of unrelated maps "
+                     "as layers are randomized; the verdict in each title reads the dotted stage."), png))
+    return figs
+
+
+def _map_figures(run_dir: Path, a: Analysis, arrays: dict[str, np.ndarray], text: Any, n_fig: int) -> list[Figure]:
+    """ABS and no-ABS map grids of the first ``n_fig`` saved images."""
+    figs = []
+    for k in range(n_fig):
         image = int(arrays["image_ids"][k])
-        cols = text.columns
         for kind, what in (("abs", "ABS maps (grayscale, 0 to 1)"), ("signed", "no-ABS maps (blue negative, red "
                                                                                "positive, -1 to 1)")):
             name = f"figures/maps_{kind}_image{image}.png"
             png = F.save_png(F.maps_figure(arrays, a.methods, a.layers, k, kind), run_dir / name)
-            figs.append((name, f"{what} of held-out image {image} (rows: methods; {cols}): look for rows that keep "
-                         "the input's shape while the model changes.", png))
-    stages_df = pd.DataFrame(meta["stages"])[["stage", "layer", "accuracy", "logit_spearman_mean",
-                                              "prediction_changed", "seconds"]]
-    name = "figures/model_output.png"
-    png = F.save_png(F.model_output_figure(stages_df, test), run_dir / name)
-    model_fig = (name, "The model's own output per stage: if accuracy and the logits' correlation drop, the model "
-                 "did change, so maps that stay similar are insensitive to it.", png)
+            figs.append((name, f"{what} of held-out image {image} (rows: methods; {text.columns}): look for rows that "
+                         "keep the input's shape while the model changes.", png))
+    return figs
 
-    facts = [
+
+def _facts(meta: dict[str, Any], text: Any, sentences: bool) -> list[tuple[str, str]]:
+    inputs = "sentences" if sentences else "images"
+    return [
         ("test", text.description),
         *model_facts(meta),
         ("data", f"{meta['data']['name']}: {meta['data'].get('source', '')}"),
-        ("sentences" if "tokens" in arrays else "images",
-         f"{meta['images']['n']} held-out {'sentences' if 'tokens' in arrays else 'images'} "
-         f"(ids {_ids(meta['images']['ids'])})"),
+        (inputs, f"{meta['images']['n']} held-out {inputs} (ids {_ids(meta['images']['ids'])})"),
         ("profile", f"{meta['profile']} (re-init {meta['resolved']['reinit']}, SSIM window "
                     f"{meta['resolved']['ssim_window']}, HOG correlation {meta['resolved']['hog_correlation']})"),
         ("seed", f"{meta['seed']} (every generator derives from it: stages, noise, calibration, bootstrap)"),
@@ -253,12 +277,19 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
         ("versions", versions_text(meta)),
         ("run id", meta["run_id"]),
     ]
-    blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"), ("facts", facts)]
+
+
+def _head_blocks(a: Analysis, meta: dict[str, Any], arrays: dict[str, np.ndarray], text: Any,
+                 rule: VerdictConfig) -> list[tuple]:
+    """Title, facts, what the test compares, the verdicts and the paper's values beside them."""
+    judged_layer = a.layers[a.stage] if a.stage is not None else None
+    blocks: list[tuple] = [("h", 1, f"Sanity check report: {meta['run_id']}"),
+                           ("facts", _facts(meta, text, "tokens" in arrays))]
     if text.compares:
         blocks += [("h", 2, "What this test compares"), ("p", text.compares)]
     blocks += [("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
-                           ("table", verdict_table(a), True), ("p", READING)]
-    if data_test:
+               ("table", verdict_table(a), True), ("p", READING)]
+    if meta["test"] == "data_randomization":
         comp = paper.data_randomization_comparison(a.summary, meta["model"]["name"])
         blocks += [("h", 2, "Beside the paper"),
                    ("p", f"{paper.paper_values()['citation']}: ABS Spearman of the true- and random-label models' "
@@ -272,8 +303,12 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                          "method's maps changed once the higher layers were randomized, next to this run's verdict at "
                          f"the judged stage ({judged_layer}). The paper judged by eye on ImageNet; this run's model, "
                          "data and stage differ."), ("table", comp, False)]
-    blocks += [("figure", *f) for f in figs[: len(a.metrics) if not data_test else 1]]
-    blocks += [("h", 2, "Similarity per stage (mean [95% bootstrap interval] over images)")]
+    return blocks
+
+
+def _similarity_blocks(a: Analysis, calibration: Optional[pd.DataFrame], rule: VerdictConfig) -> list[tuple]:
+    """One stage table per metric, and the calibration table."""
+    blocks: list[tuple] = [("h", 2, "Similarity per stage (mean [95% bootstrap interval] over images)")]
     for metric in a.metrics:
         blocks += [("h", 3, F.metric_label(metric)), ("table", stage_table(a, metric), True)]
     blocks += [("h", 2, "Calibration: similarity of unrelated maps, measured in this run"),
@@ -284,25 +319,20 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                ("table", calibration_table(a, calibration), False) if calibration is not None
                else ("p", "This run has no calibration.parquet (made by an older version); verdicts under the "
                           "calibration_band rule are inconclusive.")]
-    blocks += [("h", 2, "Maps")] + [("figure", *f) for f in figs[(len(a.metrics) if not data_test else 1):]]
-    if tokens:
-        from benchmark.report.tokens import token_blocks
+    return blocks
 
-        blocks += [("p", "Tokens coloured by each stage's map (red positive, blue negative, scaled per map by its largest "
-                         "|value|; gray: special tokens, never scored). Hover a token for its value. A method that "
-                         "explains the model loses its pattern along a row as layers are randomized.")]
-        blocks += token_blocks(arrays, a.methods, a.layers, n_fig)
-    blocks += [("h", 2, "The model's own output per stage"),
-               ("p", "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
-                     "reference model's; share of those images whose prediction changed; seconds per stage."),
-               ("table", stages_df, False), ("figure", *model_fig),
-               ("h", 2, "Honesty: images, NaN scores and tied values (randomized stages)"),
-               ("p", "A NaN score is a map pair that cannot be compared (a constant map has no ranks); it is counted "
-                     "here and left out of means. Tied values: mean share of entries of a map that share their "
-                     "value with another entry (the larger of the pair); high shares inflate rank correlations."),
-               ("table", honesty_table(df, a), False)]
-    store.write_text(run_dir / "report.md", markdown(blocks))
-    store.write_text(run_dir / "report.html", to_html(blocks, meta["run_id"]))
+
+def _model_blocks(df: pd.DataFrame, a: Analysis, stages_df: pd.DataFrame, model_fig: Figure) -> list[tuple]:
+    """The model's own output per stage, and the honesty table."""
+    return [("h", 2, "The model's own output per stage"),
+            ("p", "Accuracy on the whole held-out split; Spearman of the explained images' logits against the "
+                  "reference model's; share of those images whose prediction changed; seconds per stage."),
+            ("table", stages_df, False), ("figure", *model_fig),
+            ("h", 2, "Honesty: images, NaN scores and tied values (randomized stages)"),
+            ("p", "A NaN score is a map pair that cannot be compared (a constant map has no ranks); it is counted "
+                  "here and left out of means. Tied values: mean share of entries of a map that share their "
+                  "value with another entry (the larger of the pair); high shares inflate rank correlations."),
+            ("table", honesty_table(df, a), False)]
 
 
 def _ids(ids: list[int]) -> str:
