@@ -138,7 +138,17 @@ def test_torchvision_stages_together_give_the_same_maps(name, size, layer):
     together = engine.explain_stages(x, torch.arange(1), plans)
     for k, maps in enumerate(together):
         for method, m in maps.items():
-            assert torch.equal(m, one_at_a_time[k][method]), (stage_list[k].layer, method)
+            ref = one_at_a_time[k][method]
+            if method in GUIDED and not torch.equal(m, ref):
+                # guided passes of Inception v3 and ResNet-50 differ in the last bits on some CPUs (measured: at most
+                # 1.6e-7 of the map's largest value, on an AVX-512 / AMX Xeon; bitwise equal on the machine before)
+                torch.testing.assert_close(m, ref, rtol=0, atol=1e-6 * float(ref.abs().max()))
+                continue
+            assert torch.equal(m, ref), (stage_list[k].layer, method)
+
+
+# The methods whose passes run with guided ReLUs.
+GUIDED = ("guided_backprop", "guided_gradcam")
 
 
 @pytest.mark.e2e
