@@ -231,6 +231,54 @@ def test_leave_one_out_by_deletion_removes_the_token(tiny):
     assert float(maps[0, i]) == pytest.approx(float(want), rel=1e-4, abs=1e-6)
 
 
+def test_token_lime_is_captums_lime_given_the_same_draws_kernel_and_ridge(tiny):
+    """Captum's Lime on ``inputs_embeds`` (one feature per token, absent tokens at the [MASK] embedding) with the suite's
+    draws (``perturb_func``), lime_text's kernel (``similarity_func``) and a scikit-learn ridge: the suite's weights."""
+    import copy
+
+    captum = pytest.importorskip("captum.attr")
+    from captum._utils.models.linear_model import SkLearnRidge
+
+    from benchmark.methods.text import TokenLime
+
+    _, model, tokens, _ = tiny
+    model = copy.deepcopy(model).double()
+    model.output = "logit"
+    target = model(tokens).argmax(1)
+    lime = TokenLime(n_samples=64, replace="mask")
+    x = model.embed(tokens)
+    ours = lime.attribute(model, x, target)
+    emb_layer = model.word_embeddings()
+    mask_vec = emb_layer.weight[model.special_ids["mask"]].detach()
+    for b in range(len(tokens)):
+        n = int(tokens[b, :, 1].sum())
+        t = tokens[b : b + 1, :n]
+        idx, z = lime.draws(x[b])
+        r = len(idx)
+        emb = emb_layer(t[..., 0]).detach()
+        base = emb.clone()
+        base[0, idx] = mask_vec
+        feature = torch.full((n,), -1, dtype=torch.long)
+        feature[idx] = torch.arange(r)
+        others = torch.nonzero(feature < 0).flatten()
+        feature[others] = torch.arange(r, r + len(others))  # special tokens: features always on
+        feature_mask = feature[None, :, None].expand_as(emb)
+        rows = iter(torch.cat([z, torch.ones((len(z), len(others)), dtype=torch.bool)], 1).long())
+
+        def perturb(original, **kwargs):
+            return next(rows)[None]
+
+        def similarity(original, perturbed, interpretable, **kwargs):
+            return float(lime.kernel(interpretable[:, :r].double().numpy())[0])
+
+        f = _captum_forward(model, t[..., 1])
+        explainer = captum.Lime(f, SkLearnRidge(alpha=lime.alpha), similarity_func=similarity, perturb_func=perturb)
+        att = explainer.attribute(emb, baselines=base, target=int(target[b]), feature_mask=feature_mask,
+                                  n_samples=lime.n_samples, perturbations_per_eval=1)
+        want = att[0, idx, 0].float()  # each token's coefficient, spread over its embedding
+        torch.testing.assert_close(ours[b, idx], want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+
+
 def test_lime_recovers_a_linear_models_token_weights():
     from benchmark.methods.text import TokenLime
 

@@ -357,31 +357,40 @@ class TokenLime(ExternalMethod):
         if not self.kernel_width > 0:
             raise ValueError(f"method.{self.name}.kernel_width={self.kernel_width!r} must be positive, e.g. 0.25")
 
+    def draws(self, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sentence's scored token rows (r,) and its (n_samples, r) on / off draws, keyed by its own tokens: the
+        same at every stage and in any batch; the first draw keeps every token."""
+        L = token_rows(row[None])
+        idx = torch.nonzero(row[:L, SCORED_CH] > 0.5).flatten()
+        ids = row[:L, ID_CH].round().long()
+        key = int(torch.sum(ids * torch.arange(1, L + 1, device=row.device)) % (2**31))
+        g = rng.generator(self.seed, "token_lime", key, len(idx))
+        z = torch.rand((self.n_samples, len(idx)), generator=g) < 0.5
+        z[0] = True  # the sentence itself
+        return idx, z
+
+    def kernel(self, z: np.ndarray) -> np.ndarray:
+        """lime_text's weights of (n, r) on / off draws: sqrt(exp(-d^2 / width^2)), d the cosine distance to all on."""
+        r = z.shape[1]
+        cos = z.sum(1) / (np.sqrt(np.maximum(z.sum(1), 1e-12)) * np.sqrt(r))
+        d = 1.0 - cos
+        return np.sqrt(np.exp(-(d * d) / (self.kernel_width**2)))
+
     def attribute(self, model, x, target):
         from sklearn.linear_model import Ridge
 
         L = token_rows(x)
         out = torch.zeros((len(x), L))
-        ids = x[:, :L, ID_CH].round().long()
         for b in range(len(x)):
-            idx = torch.nonzero(x[b, :L, SCORED_CH] > 0.5).flatten()
-            r = len(idx)
-            if r == 0:
+            idx, z = self.draws(x[b])
+            if len(idx) == 0:
                 continue
-            # draws keyed by the sentence's own tokens: the same at every stage and in any batch
-            key = int(torch.sum(ids[b, :L] * torch.arange(1, L + 1, device=x.device)) % (2**31))
-            g = rng.generator(self.seed, "token_lime", key, r)
-            z = (torch.rand((self.n_samples, r), generator=g) < 0.5)
-            z[0] = True  # the sentence itself
             keep = torch.ones((self.n_samples, L), dtype=torch.bool)
             keep[:, idx.cpu()] = z
             s = _batched_scores(model, perturbed(x[b], keep.to(x.device), self.replace), int(target[b]),
                                 _budget_chunk(x[b : b + 1]))
             zf = z.double().numpy()
-            cos = zf.sum(1) / (np.sqrt(np.maximum(zf.sum(1), 1e-12)) * np.sqrt(r))
-            d = 1.0 - cos
-            w = np.sqrt(np.exp(-(d * d) / (self.kernel_width**2)))  # lime_text's kernel (distance x 100, width 25)
-            fit = Ridge(alpha=self.alpha).fit(zf, s.cpu().numpy(), sample_weight=w)
+            fit = Ridge(alpha=self.alpha).fit(zf, s.cpu().numpy(), sample_weight=self.kernel(zf))
             out[b, idx.cpu()] = torch.from_numpy(fit.coef_).float()
         return out
 
