@@ -51,8 +51,7 @@ def text_setup(cfg: ExperimentConfig, model: nn.Module, data: Any, tokenizer: An
     """(wrapped model, architecture, data set) for a text model given in Python; the text defaults set where the
     caller gave none (token metrics, the model's own initializer)."""
     from benchmark.data.text import model_max_length, smooth_idf, tokenize
-    from benchmark.models import Architecture
-    from benchmark.models.text import TextModelSpec, TokenClassifier, hf_units, init_bert_like, load_tokenizer, special_ids
+    from benchmark.models.text import TextModelSpec, TokenClassifier, architecture_of, load_tokenizer, special_ids
     from benchmark.token_metrics import TEXT_DEFAULT_METRICS
 
     texts, labels = _sentences(data)
@@ -72,13 +71,9 @@ def text_setup(cfg: ExperimentConfig, model: nn.Module, data: Any, tokenizer: An
     limit = model_max_length(tokenizer, config)
     max_length = cfg.model.max_length or limit
     tokens, truncated = tokenize(texts, tokenizer, max_length)
-    units, _ = hf_units(wrapped)
-    std = float(getattr(config, "initializer_range", 0.02))
-    arch = Architecture(name=model_name or type(hf).__name__.lower(), build=lambda c, k: wrapped, units=units,
-                        gradcam_layer=None, init_module=lambda m, g: init_bert_like(m, g, std),
-                        input_size=(1, max_length), source="given", modality="text",
-                        derived={"num_classes": int(config.num_labels)}, text=TextModelSpec(str(config._name_or_path),
-                                                                                            max_length))
+    arch = architecture_of(wrapped, model_name or type(hf).__name__.lower(),
+                           TextModelSpec(str(config._name_or_path), max_length), lambda c, k: wrapped, source="given",
+                           fresh_modules=None, derived={"num_classes": int(config.num_labels)})
     words = [tokenizer.convert_ids_to_tokens(r[: int(r[:, 1].sum()), 0].tolist()) for r in tokens]
     dataset = Dataset(name=cfg.data.name, train_images=tokens[:0], train_labels=labels[:0], eval_images=tokens,
                       eval_labels=labels, num_classes=int(config.num_labels), modality="text", eval_tokens=words,

@@ -104,12 +104,12 @@ def probe_external(methods: list[Method], models: Models, s: Setup) -> None:
     import torch
 
     from benchmark.engine import prepared
+    from benchmark.models.text import model_input
 
     model = models.trained.model
     x = s.images[0][:1].to(s.device)
+    x = model_input(model, x)  # token rows: the layout text methods read
     with torch.no_grad():
-        if not x.is_floating_point() and hasattr(model, "embed"):  # token rows: the layout text methods read
-            x = model.embed(x)
         target = model(x).argmax(1)
     with prepared(model):
         for m in external:

@@ -208,13 +208,19 @@ _PROBE = ("<script>window.addEventListener('load',()=>{const i=[...document.imag
           "document.body.setAttribute('data-loaded',i.filter(x=>x.complete&&x.naturalWidth>0).length);});</script>")
 
 
-def _images_loaded(browser, html, tmp):
+def dump_dom(browser, html, tmp, script):
+    """The DOM of ``html`` after ``script`` (a <script> block appended to its body) ran in the headless browser."""
     probe = tmp / "probe.html"
-    probe.write_text(html.replace("</body>", _PROBE + "</body>"))
+    probe.write_text(html.replace("</body>", script + "</body>"))
     out = subprocess.run([browser, *BROWSER_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--dump-dom",
                           probe.as_uri()], capture_output=True, text=True, timeout=120)
-    body = re.search(r"<body[^>]*data-images=\"(\d+)\"[^>]*data-loaded=\"(\d+)\"", out.stdout)
-    assert body, f"the page's load handler did not run: {out.stderr[-1000:]}"
+    return out.stdout, out.stderr
+
+
+def _images_loaded(browser, html, tmp):
+    dom, err = dump_dom(browser, html, tmp, _PROBE)
+    body = re.search(r"<body[^>]*data-images=\"(\d+)\"[^>]*data-loaded=\"(\d+)\"", dom)
+    assert body, f"the page's load handler did not run: {err[-1000:]}"
     return int(body.group(1)), int(body.group(2))
 
 

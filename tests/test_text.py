@@ -569,9 +569,9 @@ def test_minilm_run_maps_recomputed_with_transformers_on_the_saved_checkpoint(mi
 
 @pytest.mark.e2e
 def test_minilm_report_token_heat_maps_render_in_a_headless_browser(minilm_run, tmp_path):
-    import subprocess
+    import re
 
-    from test_report import BROWSER_FLAGS, _browser
+    from test_report import _browser, dump_dom
 
     browser = _browser()
     if browser is None:
@@ -582,14 +582,9 @@ def test_minilm_report_token_heat_maps_render_in_a_headless_browser(minilm_run, 
              "const c=s.filter(x=>getComputedStyle(x).backgroundColor!=='rgba(0, 0, 0, 0)');"
              "document.body.setAttribute('data-spans',s.length);document.body.setAttribute('data-coloured',c.length);"
              "});</script>")
-    page = tmp_path / "probe.html"
-    page.write_text(html.replace("</body>", probe + "</body>"))
-    out = subprocess.run([browser, *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120)
-    import re
-
-    m = re.search(r'data-spans="(\d+)"[^>]*data-coloured="(\d+)"', out.stdout)
-    assert m, out.stderr[-1000:]
+    dom, err = dump_dom(browser, html, tmp_path, probe)
+    m = re.search(r'data-spans="(\d+)"[^>]*data-coloured="(\d+)"', dom)
+    assert m, err[-1000:]
     spans, coloured = int(m.group(1)), int(m.group(2))
     assert spans > 50 and 0.5 * spans < coloured < spans  # scored tokens coloured, special tokens not
 

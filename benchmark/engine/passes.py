@@ -30,6 +30,7 @@ from benchmark.engine.sums import _StageSums, estimate_item_bytes
 from benchmark.methods.base import ExternalMethod, Method
 from benchmark.methods.external import as_map
 from benchmark.methods.primitives import Primitive, Results, Segment
+from benchmark.models.text import MASK_CH, SPECIAL, model_input
 
 
 class Engine:
@@ -95,8 +96,6 @@ class Engine:
         rows: Any = range(len(x))
         if hasattr(self.model, "embed") and x.dim() == 3:
             # sentences shortest first: each chunk is cut to its own longest sentence, so similar lengths pad least
-            from benchmark.models.text import MASK_CH, SPECIAL
-
             lengths = x[:, : x.shape[1] - len(SPECIAL), MASK_CH].sum(1)
             rows = torch.argsort(lengths.cpu(), stable=True).tolist()
         return [seg for row in rows for g in groups
@@ -209,12 +208,9 @@ class Engine:
         """
         device = next(self.model.parameters()).device
         x = x.to(device)
-        if not x.is_floating_point() and hasattr(self.model, "embed"):
-            # token rows: embedded by the live model's word embeddings (a text stage's own, so one stage per call)
-            if len(plans) > 1 and any(p.state for p in plans):
-                raise ValueError("token inputs are embedded by each stage's model: explain text stages one at a time")
-            with torch.no_grad():
-                x = self.model.embed(x)
+        if not x.is_floating_point() and len(plans) > 1 and any(p.state for p in plans):
+            raise ValueError("token inputs are embedded by each stage's model: explain text stages one at a time")
+        x = model_input(self.model, x)  # token rows: embedded by the live model's (this stage's) word embeddings
         plans = [StagePlan(p.key, p.target.to(device), p.state, p.cut) for p in plans]
         if len(plans) > 1 and hasattr(self.model, "steps"):
             steps = [fn for _, fn in self.model.steps()]

@@ -76,12 +76,12 @@ def as_map(method: ExternalMethod, out: Any, x: torch.Tensor) -> torch.Tensor:
     if isinstance(out, tuple) and len(out) == 1:
         out = out[0]
     if x.dim() == 3 and isinstance(out, torch.Tensor):  # text: one value per token row (benchmark.models.text)
-        from benchmark.methods.text import token_rows
+        from benchmark.methods.tokens import token_rows
 
         L = token_rows(x)
         out = out.detach()
         if out.dim() == 3 and tuple(out.shape) == tuple(x.shape):  # per embedding value: summed per token
-            from benchmark.methods.text import reduce_tokens
+            from benchmark.methods.tokens import reduce_tokens
 
             out = reduce_tokens(out, x, "sum")
         if out.dim() == 2 and out.shape[1] == x.shape[1]:

@@ -23,6 +23,7 @@ LayerNorm 1 / 0, the padding row zero.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,15 @@ def n_tokens(x: torch.Tensor) -> int:
     """The longest sentence of a batch in the text layout (at least 1 token)."""
     rows = x.shape[1] - len(SPECIAL)
     return max(1, int(x[:, :rows, MASK_CH].detach().sum(1).max()))
+
+
+def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a model's methods read it: token rows embedded by the model's own word embeddings (a text model), any
+    other input as it is."""
+    if x.is_floating_point() or not hasattr(model, "embed"):
+        return x
+    with torch.no_grad():
+        return model.embed(x)
 
 
 class TokenClassifier(nn.Module):
@@ -115,7 +125,16 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 
 def load_tokenizer(name_or_path: str):
     """The model's own tokenizer; a folder without one is refused (transformers would build an empty tokenizer that
-    turns every word into [UNK])."""
+    turns every word into [UNK]). Loaded once per folder and version of its files: resolving a run, building its
+    model and tokenizing its data all ask for it."""
+    folder = Path(name_or_path).expanduser()
+    stamp = tuple((f, (folder / f).stat().st_mtime_ns) for f in TOKENIZER_FILES + ("tokenizer_config.json",)
+                  if (folder / f).is_file()) if folder.is_dir() else ()
+    return _load_tokenizer(name_or_path, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer(name_or_path: str, stamp: tuple):
     from transformers import AutoTokenizer
 
     fix = ("give a folder with the tokenizer's files (tokenizer.json, or vocab.txt and tokenizer_config.json) beside the "
@@ -229,22 +248,27 @@ def init_bert_like(module: nn.Module, generator: torch.Generator, std: float = 0
                 sub.bias.zero_()
 
 
-def text_architecture(name: str, spec: TextModelSpec, num_classes: int, output: str = "logit") -> Any:
-    """The Architecture of a text classifier: units from the model, BERT's initializer at its own range."""
+def architecture_of(model: TokenClassifier, name: str, spec: TextModelSpec, build: Any, **fields: Any) -> Any:
+    """The Architecture of a wrapped text classifier: its units (``hf_units``), BERT's initializer at the model's own
+    range, the text modality; ``fields`` add to or override the rest (source, notes, ...)."""
     from benchmark.models import Architecture
 
+    units, fresh = hf_units(model)
+    std = float(getattr(model.hf.config, "initializer_range", 0.02))
+    return Architecture(**{
+        "name": name, "build": build, "units": units, "gradcam_layer": None,
+        "init_module": lambda m, g: init_bert_like(m, g, std), "input_size": (1, spec.max_length),
+        "modality": "text", "fresh_modules": fresh, "text": spec, **fields})
+
+
+def text_architecture(name: str, spec: TextModelSpec, num_classes: int, output: str = "logit") -> Any:
+    """The Architecture of a text classifier fine-tuned here: a new head of ``num_classes`` on the pretrained body."""
     probe_model = build_text_model(spec, num_classes, output)
-    units, fresh = hf_units(probe_model)
-    std = float(getattr(probe_model.hf.config, "initializer_range", 0.02))
     cache: dict[str, TokenClassifier] = {"model": probe_model}
 
     def build(c: int = 0, k: int = num_classes) -> TokenClassifier:
         model = cache.pop("model", None)  # the probed instance serves the first build
         return model if model is not None and k == num_classes else build_text_model(spec, k, output)
 
-    return Architecture(
-        name=name, build=build, units=units, gradcam_layer=None,
-        init_module=lambda m, g: init_bert_like(m, g, std), input_size=(1, spec.max_length),
-        notes=f"{type(probe_model.hf).__name__} from {spec.name_or_path}, fine-tuned on the run's data",
-        source="trained", modality="text", fresh_modules=fresh, text=spec,
-    )
+    return architecture_of(probe_model, name, spec, build, source="trained",
+                           notes=f"{type(probe_model.hf).__name__} from {spec.name_or_path}, fine-tuned on the run's data")
