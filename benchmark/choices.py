@@ -65,3 +65,6 @@ class VerdictRule(str, Enum):
     calibration_band = "calibration_band"
     # Compared with a fixed similarity, ``verdict.threshold``.
     threshold = "threshold"
+    # Compared with the similarity of two independently randomized models' maps at the same stage (the fair null,
+    # ``randomization.fair_null``); tests without such a null read the calibration band.
+    random_null = "random_null"

@@ -156,6 +156,10 @@ class RandomizationConfig:
     reinit: Optional[Reinit] = None
     std: float = 0.01
     batchnorm_stats: BatchNormStats = BatchNormStats.keep
+    # The fair null of the model randomization tests: every stage's units drawn a second time, from generators
+    # derived from (seed, "null"), and the two randomized models' maps compared per image (null.parquet): how
+    # similar maps are when only the input and the architecture are shared (verdict.rule=random_null reads it).
+    fair_null: bool = True
 
 
 @dataclass

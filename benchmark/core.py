@@ -61,6 +61,8 @@ class Result:
     maps: dict[str, np.ndarray]
     meta: dict[str, Any]
     scored: Scored
+    # The fair null (randomization.fair_null): per randomized stage, its maps against its null twin's; None without it.
+    null: Optional[pd.DataFrame] = None
 
     def write(self, out: str | Path, started: Optional[float] = None) -> Path:
         """The run folder a command-line run writes (scores, calibration, maps, config, meta, report, status)."""
@@ -88,7 +90,7 @@ class Result:
         write_outputs(self.plan, run_dir, self.scores, self.maps, self.meta,
                       lambda d, f, m, a: write_run_report(d, f, m, a, n_figure_images=cfg.n_figure_images,
                                                           verdict=cfg.verdict),
-                      started, calibration=self.calibration)
+                      started, calibration=self.calibration, null=self.null)
 
     def summary(self) -> pd.DataFrame:
         """Mean similarity per method, metric and stage (images averaged)."""
@@ -132,14 +134,19 @@ def compute(p: Plan, s: Setup, models: Models) -> Result:
     probe_external(p.methods, models, s)
     run = check.stage_models(p, models)
     scored = score_stages(p.cfg, p.arch, p.methods, run.contexts, s, n_stages=run.n_stages,
-                          shared_model=run.shared_model, drawn=run.drawn)
+                          shared_model=run.shared_model, drawn=run.drawn, explain=run.explain, null=run.null,
+                          drawn_null=run.drawn_null)
     df = finish_table(scored.scores, p, s.data)
     meta = base_meta(p, s, scored)
     meta.update(check.meta(p, models))
     trained = [m for m in (models.trained, models.random_labels) if m is not None]
     meta["timings"] = {"data_s": s.data_s, "training_s": sum(m.seconds for m in trained),
                        "maps_and_scores_s": scored.seconds}
-    return Result(p, df, finish_table(scored.calibration, p, s.data), scored.arrays, meta, scored)
+    null = None
+    if scored.null is not None:
+        null = finish_table(scored.null, p, s.data)
+        meta.setdefault("null", {})["stages"] = scored.null_stages
+    return Result(p, df, finish_table(scored.calibration, p, s.data), scored.arrays, meta, scored, null)
 
 
 def _execute(p: Plan, started: float) -> None:

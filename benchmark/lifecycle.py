@@ -72,13 +72,16 @@ def base_meta(plan: Plan, s: Setup, scored: Scored) -> dict[str, Any]:
 
 def write_outputs(plan: Plan, run_dir: Path, df: pd.DataFrame, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                   report: Callable[[Path, pd.DataFrame, dict[str, Any], dict[str, np.ndarray]], None],
-                  started: float, calibration: Optional[pd.DataFrame] = None) -> None:
-    """scores.parquet, calibration.parquet, maps.npz, config.yaml, the report (report.md, report.html,
-    summary.csv) and meta.json in ``run_dir``, each written atomically."""
+                  started: float, calibration: Optional[pd.DataFrame] = None,
+                  null: Optional[pd.DataFrame] = None) -> None:
+    """scores.parquet, calibration.parquet, null.parquet (with the fair null), maps.npz, config.yaml, the report
+    (report.md, report.html, summary.csv) and meta.json in ``run_dir``, each written atomically."""
     run_dir = Path(run_dir)
     store.atomic_write(run_dir / "scores.parquet", lambda f: df.to_parquet(f, index=False))
     if calibration is not None:
         store.atomic_write(run_dir / "calibration.parquet", lambda f: calibration.to_parquet(f, index=False))
+    if null is not None:
+        store.atomic_write(run_dir / "null.parquet", lambda f: null.to_parquet(f, index=False))
 
     def write_npz(f: Path) -> None:
         with open(f, "wb") as fh:

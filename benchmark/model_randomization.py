@@ -46,8 +46,9 @@ def run(cfg: ExperimentConfig) -> Path:
 
 
 def score_model_stages(cfg: ExperimentConfig, arch: Architecture, methods: list[Method], model: nn.Module,
-                       stage_list: Sequence[Stage], s: Setup) -> Scored:
-    """``score_stages`` over ``model`` re-initialized stage by stage in place, as a run does it."""
-    r = randomized_stages(cfg, arch, model, list(stage_list))
+                       stage_list: Sequence[Stage], s: Setup, null: bool = False) -> Scored:
+    """``score_stages`` over ``model`` re-initialized stage by stage in place, as a run does it (``null``: with the
+    fair null's twins, ``Scored.null``)."""
+    r = randomized_stages(cfg, arch, model, list(stage_list), null=null)
     return score_stages(cfg, arch, methods, r.contexts, s, n_stages=r.n_stages, shared_model=r.shared_model,
-                        drawn=r.drawn)
+                        drawn=r.drawn, null=r.null, drawn_null=r.drawn_null)

@@ -35,6 +35,9 @@ class Stage:
     # The classes this stage explains, from what the configured rule (``target``) chose; None: that rule's
     # classes (every stage of the paper's tests). The random-logit test's second stage draws another class.
     target: Optional[TargetRule] = None
+    # The same units drawn a second time from generators derived from (seed, "null"): the fair null's model, whose
+    # maps are compared with the stage's own (``randomization.fair_null``), never with stage 0's.
+    null: bool = False
 
 
 def stages(arch: Architecture, order: Order, units: Sequence[str] | None = None) -> list[Stage]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -42,11 +42,12 @@ def engine_for(cfg: ExperimentConfig, arch: Architecture, methods: list[Method],
 
 
 def joint_fits(cfg: ExperimentConfig, arch: Architecture, methods: list[Method], shared_model: Optional[nn.Module],
-               x: torch.Tensor, n_stages: Optional[int]) -> bool:
+               x: torch.Tensor, n_stages: Optional[int], draws: int = 1) -> bool:
     """Whether the stages go together: a shared model whose steps() are its units, within the memory budget.
 
     Held together, per image and method: the maps (float32, 4 bytes) and the gradient sums (float64, with
-    squares: 16 bytes); and the re-initialized weights, one model's worth at most.
+    squares: 16 bytes); and the re-initialized weights, one model's worth at most per draw (``draws``: 2 with the
+    null's second draw).
     """
     if shared_model is None or not cfg.share_unchanged_layers:
         return False
@@ -54,7 +55,7 @@ def joint_fits(cfg: ExperimentConfig, arch: Architecture, methods: list[Method],
         return False
     n = min(JOINT_STAGES, n_stages if n_stages is not None else len(arch.units) + 1)
     need = n * len(x) * x[0].numel() * 20 * len(methods)
-    need += sum(p.numel() * p.element_size() for p in shared_model.parameters())
+    need += draws * sum(p.numel() * p.element_size() for p in shared_model.parameters())
     if need > cfg.memory_budget_mb * 2**20:
         log.info("stages explained one at a time: held together they would need %.0f MB, above "
                  "memory_budget_mb=%d", need / 2**20, cfg.memory_budget_mb)
@@ -63,7 +64,7 @@ def joint_fits(cfg: ExperimentConfig, arch: Architecture, methods: list[Method],
 
 
 def _one_at_a_time(scorer: StageScorer, cfg: ExperimentConfig, arch: Architecture, methods: list[Method],
-                   stage_models: StageModels, n_stages: Optional[int]) -> int:
+                   stage_models: StageModels, n_stages: Optional[int], explain: Optional[Callable] = None) -> int:
     passes = 0
     x, _, ids = scorer.images
     progress: Optional[Progress] = None
@@ -76,7 +77,9 @@ def _one_at_a_time(scorer: StageScorer, cfg: ExperimentConfig, arch: Architectur
                 progress = Progress(engine.items_per_image(x, ids) * len(x) * (n_stages or len(arch.units) + 1),
                                     cfg.progress, "maps")
             engine.progress = progress
-            maps = engine.explain(x, seen.target, ids, stage_key=f"stage{stage.index}")
+            key = stage_key(stage)
+            maps = (engine.explain(x, seen.target, ids, stage_key=key) if explain is None
+                    else explain(engine, x, seen.target, ids, key, stage))
             passes = engine.passes_per_image
         scorer.score(seen, maps, time.time() - t_stage)
     if progress is not None:
@@ -84,19 +87,26 @@ def _one_at_a_time(scorer: StageScorer, cfg: ExperimentConfig, arch: Architectur
     return passes
 
 
+def stage_key(stage: Stage) -> str:
+    """What a stage's random draws inside the methods derive from (SmoothGrad's noise, the noise control)."""
+    return f"stage{stage.index}" + ("_null" if stage.null else "")
+
+
 def _together(scorer: StageScorer, cfg: ExperimentConfig, arch: Architecture, methods: list[Method],
-              stage_models: StageModels, shared_model: nn.Module, drawn: Optional[dict[int, torch.Tensor]]) -> int:
+              stage_models: StageModels, shared_model: nn.Module, drawn: Optional[dict[int, torch.Tensor]],
+              drawn_null: Optional[dict[int, torch.Tensor]] = None) -> int:
     """Every stage's output, targets and re-initialized state, one context at a time; then the maps of at most
     JOINT_STAGES stages at a time, so memory does not grow with the number of stages."""
     x, _, ids = scorer.images
     plans, seen_all, own = [], [], []
-    held: dict[int, torch.Tensor] = {} if drawn is None else drawn  # each drawn tensor copied once for all stages
+    # each drawn tensor copied once for all stages of its draw (the null's twins hold their own)
+    held = {False: {} if drawn is None else drawn, True: {} if drawn_null is None else drawn_null}
     for stage, context in stage_models:
         t_stage = time.time()
         with context as model:
             seen = scorer.observe(stage, model)
-            state = stage_state(model, arch, stage, held)
-        plans.append(StagePlan(f"stage{stage.index}", seen.target, state, stage_cut(model, arch, stage)))
+            state = stage_state(model, arch, stage, held[stage.null])
+        plans.append(StagePlan(stage_key(stage), seen.target, state, stage_cut(model, arch, stage)))
         seen_all.append(seen)
         own.append(time.time() - t_stage)
     engine = engine_for(cfg, arch, methods, shared_model)
@@ -123,6 +133,9 @@ def score_stages(
     n_stages: Optional[int] = None,
     shared_model: Optional[nn.Module] = None,
     drawn: Optional[dict[int, torch.Tensor]] = None,
+    explain: Optional[Callable] = None,
+    null: bool = False,
+    drawn_null: Optional[dict[int, torch.Tensor]] = None,
 ) -> Scored:
     """Maps of every stage's model, scored against stage 0's with every metric.
 
@@ -130,15 +143,18 @@ def score_stages(
     (``randomization.randomized``); then, with ``cfg.share_unchanged_layers`` and a model with ``steps()``,
     the stages are explained together. ``drawn``: the dict the contexts were given
     (``randomized(..., drawn)``); the stages' states then share its copies of the drawn weights.
+    ``explain``: the test's own way of computing a stage's maps (``benchmark.checks.base.StageExplain``); its
+    stages are explained one at a time. ``null``: every randomized stage is followed by its null twin
+    (``Stage.null``), scored against that stage's maps (``Scored.null``); ``drawn_null``: the twins' dict.
     """
     start = time.time()
     for m in methods:  # what a method reads from the data set (the IDF control: the training split's IDF)
         bind = getattr(m, "bind_data", None)
         if bind is not None:
             bind(s.data)
-    scorer = StageScorer(cfg, methods, s.data, s.images, s.device, spill_dir=s.spill_dir)
-    if joint_fits(cfg, arch, methods, shared_model, s.images[0], n_stages):
-        passes = _together(scorer, cfg, arch, methods, stage_models, shared_model, drawn)
+    scorer = StageScorer(cfg, methods, s.data, s.images, s.device, spill_dir=s.spill_dir, null=null)
+    if explain is None and joint_fits(cfg, arch, methods, shared_model, s.images[0], n_stages, 2 if null else 1):
+        passes = _together(scorer, cfg, arch, methods, stage_models, shared_model, drawn, drawn_null)
     else:
-        passes = _one_at_a_time(scorer, cfg, arch, methods, stage_models, n_stages)
+        passes = _one_at_a_time(scorer, cfg, arch, methods, stage_models, n_stages, explain)
     return scorer.result(passes, time.time() - start)

@@ -111,6 +111,10 @@ class Scored:
     calibration: Optional[pd.DataFrame] = None
     # Keeps the spill folder behind memory-mapped arrays alive as long as the result.
     saved: Optional[SavedMaps] = None
+    # The fair null (randomization.fair_null): per randomized stage, its maps against its null twin's (null.parquet),
+    # and the twins' own output per stage.
+    null: Optional[pd.DataFrame] = None
+    null_stages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -139,6 +143,11 @@ class StageScorer:
     calibration: Optional[pd.DataFrame] = None
     _reference: dict[tuple[str, str], Any] = field(default_factory=dict)  # stage 0's maps, prepared per metric
     _ref_logits: Optional[torch.Tensor] = None
+    # Each randomized stage is followed by its null twin (Stage.null), compared with that stage's maps.
+    null: bool = False
+    null_rows: list[dict[str, Any]] = field(default_factory=list)
+    null_meta: list[dict[str, Any]] = field(default_factory=list)
+    _previous: Optional[tuple[int, dict[tuple[str, str], Any]]] = None  # the last randomized stage's prepared maps
 
     def __post_init__(self) -> None:
         self.text = self.data.modality == "text"
@@ -176,33 +185,59 @@ class StageScorer:
     def score(self, seen: Seen, maps: dict[str, torch.Tensor], seconds: float) -> None:
         """Rows of one stage's maps against stage 0's (stage 0 itself included), then the maps are dropped."""
         t_finish = time.time()
-        stage, x, ids = seen.stage, self.images[0], self.images[2]
+        stage, x = seen.stage, self.images[0]
         # Overflowing randomized weights give NaN / Inf maps: scored NaN (non_finite_map), counted here.
         non_finite = {n: int((~torch.isfinite(m.flatten(1))).any(1).sum()) for n, m in maps.items()}
         non_finite = {n: k for n, k in non_finite.items() if k}
         processed = self._process(maps)
+        if stage.null:
+            self._score_null(seen, processed, non_finite, seconds + time.time() - t_finish)
+            return
         if stage.index == 0:
             self.calibration = self._calibrate(processed)
             self._reference = {(m.name, metric.name): metric.prepare(processed[m.name][metric.input])
                                for m in self.methods for metric in self.metrics}
+        elif self.null:  # held until the stage's null twin, scored next, is compared with it
+            self._previous = (stage.index, {(m.name, metric.name): metric.prepare(processed[m.name][metric.input])
+                                            for m in self.methods for metric in self.metrics})
         k_saved = min(self.cfg.n_saved_images, len(x))
         for method in self.methods:
-            for metric in self.metrics:
-                sc = metric.score(self._reference[method.name, metric.name], processed[method.name][metric.input],
-                                  self.cfg.similarity)
-                for i in range(len(x)):
-                    self.rows.append({
-                        "stage": stage.index, "layer": stage.layer, "method": method.name,
-                        "metric": metric.name, "image": int(ids[i]), "value": float(sc.value[i]),
-                        "nan_reason": sc.nan_reason[i], "tie_fraction": float(sc.tie_fraction[i]),
-                        "target": int(seen.target[i]),
-                    })
+            self._rows(self.rows, seen, self._reference, processed, method)
             for kind, arr in processed[method.name].items():
                 self.saved.add(f"{method.name}/{kind}", arr[:k_saved])
             if self.data.eval_regions is not None:  # where the evidence is known: the unclipped magnitude too
                 self.saved.add(f"{method.name}/magnitude", magnitude(maps[method.name][:k_saved]))
         del maps, processed
         self._stage_meta(seen, non_finite, seconds + time.time() - t_finish)
+
+    def _rows(self, rows: list[dict[str, Any]], seen: Seen, against: dict[tuple[str, str], Any],
+              processed: dict[str, dict[str, np.ndarray]], method: Method) -> None:
+        """One tidy row per image and metric: ``method``'s processed maps scored against the prepared ``against``."""
+        stage, ids = seen.stage, self.images[2]
+        for metric in self.metrics:
+            sc = metric.score(against[method.name, metric.name], processed[method.name][metric.input],
+                              self.cfg.similarity)
+            for i in range(len(ids)):
+                rows.append({
+                    "stage": stage.index, "layer": stage.layer, "method": method.name,
+                    "metric": metric.name, "image": int(ids[i]), "value": float(sc.value[i]),
+                    "nan_reason": sc.nan_reason[i], "tie_fraction": float(sc.tie_fraction[i]),
+                    "target": int(seen.target[i]),
+                })
+
+    def _score_null(self, seen: Seen, processed: dict[str, dict[str, np.ndarray]], non_finite: dict[str, int],
+                    seconds: float) -> None:
+        """Rows of a null twin's maps against the maps of the stage it twins (scored just before it)."""
+        stage = seen.stage
+        if self._previous is None or self._previous[0] != stage.index:
+            raise RuntimeError(f"the null twin of stage {stage.index} ({stage.layer}) came before its stage; every "
+                               "null twin must follow the stage it twins")
+        for method in self.methods:
+            self._rows(self.null_rows, seen, self._previous[1], processed, method)
+        self._previous = None
+        change = logit_change(self._ref_logits, seen.logits)
+        self.null_meta.append({"stage": stage.index, "layer": stage.layer, "accuracy": seen.accuracy, **change,
+                               "non_finite_maps": non_finite, "seconds": seconds})
 
     def _stage_meta(self, seen: Seen, non_finite: dict[str, int], seconds: float) -> None:
         stage = seen.stage
@@ -242,4 +277,5 @@ class StageScorer:
                 table[i, : len(w)] = w
             arrays["tokens"] = table.astype(str)
         return Scored(pd.DataFrame(self.rows), arrays, self.stage_meta, passes, seconds,
-                      calibration=self.calibration, saved=self.saved)
+                      calibration=self.calibration, saved=self.saved,
+                      null=pd.DataFrame(self.null_rows) if self.null else None, null_stages=self.null_meta)

@@ -6,7 +6,10 @@ any library whose version differs from the one the digest was taken with. The ru
 config's schema may add keys). Retaken on 2026-12-01 when a new environment (the versions in the file) moved the
 values of the unchanged code of commit 358c30e, and on 2026-12-02 on a machine whose CPU differs (the same library
 versions; commit 8a18310, whose digest had passed CI, gave the new digest here too): the file records the CPU's
-vector instruction sets, and a mismatch names them.
+vector instruction sets, and a mismatch names them. The file holds one digest per CPU (its vector instruction
+sets): float kernels differ between them, training included. On 2026-12-02 an AMD EPYC (AVX2, no AVX-512) gave
+c9c830d5... for the code of commit 8cea331 and for the commit after it (its fair null leaves scores.parquet as it
+was), so that digest was added beside the AVX-512 machine's.
 """
 
 import hashlib
@@ -94,10 +97,14 @@ def test_default_run_values_are_unchanged(tmp_path):
     (scores,) = tmp_path.glob("model_randomization/*/scores.parquet")
     df = pd.read_parquet(scores)
     assert len(df) == stored["rows"]
-    moved = {k: v for k, v in column_digests(df).items() if stored.get("columns", {}).get(k) != v}
+    here = cpu_features()
+    machines = {tuple(m["cpu"]): m for m in stored["machines"]}
+    assert tuple(here) in machines, f"no digest for a CPU with the instruction sets {here} (stored: " \
+                                    f"{sorted(machines)}); run the default run at the last commit whose CI passed " \
+                                    "and add its digest if that commit gives the same as this one"
+    entry = machines[tuple(here)]
+    moved = {k: v for k, v in column_digests(df).items() if entry["columns"].get(k) != v}
     changed = {k: (stored.get("versions", {}).get(k), v) for k, v in versions().items()
                if stored.get("versions", {}).get(k) != v}
-    cpu = (stored.get("cpu"), cpu_features())
-    assert digest(df) == stored["sha256"], f"parts that moved: {sorted(moved)}; library versions (stored, here) " \
-                                           f"that differ: {changed}; CPU instruction sets (stored, here): " \
-                                           f"{cpu if cpu[0] != cpu[1] else 'the same'}"
+    assert digest(df) == entry["sha256"], f"parts that moved: {sorted(moved)}; library versions (stored, here) " \
+                                          f"that differ: {changed}; CPU instruction sets {here}"

@@ -234,7 +234,10 @@ def test_deeplift_of_the_f_relu_cnn_is_captums_on_its_nn_module_twin(cnn, baseli
     ref = CaptumDeepLift(twin).attribute(x.clone(), baselines=x0, target=t)
     out = method.attribute(model, x, t)
     assert out.shape == x.shape
-    assert_matches(out, ref)
+    # the rescale rule divides by a layer's input change, which the blurred baseline makes tiny at some pixels: the
+    # float32 rounding of the two implementations' different operation orders grows there (on an AMD EPYC CPU 2 of
+    # 4,704 values differ by 2.3e-5 of the map's scale), so the blurred baseline is held to 1e-4 of the scale
+    assert_matches(out, ref, rel=REL if baseline == "zero" else 1e-4)
     # Captum on the F.relu model hooks nothing: its "DeepLift" is the gradient at x times x - x0.
     plain = CaptumDeepLift(model).attribute(x.clone(), baselines=x0, target=t)
     assert (plain - ref).abs().max() > 0.1 * ref.abs().max()

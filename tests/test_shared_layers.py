@@ -28,11 +28,11 @@ def _setup(tmp_path, model_name):
     return cfg, arch, model, s
 
 
-def _score(cfg, arch, model, s, share, order):
+def _score(cfg, arch, model, s, share, order, null=False):
     cfg.share_unchanged_layers = share
     cfg.randomization.order = order
     _, methods = validate(cfg)
-    return score_model_stages(cfg, arch, methods, model, stages(arch, order, None), s)
+    return score_model_stages(cfg, arch, methods, model, stages(arch, order, None), s, null=null)
 
 
 # the MLP in the quick tier; the CNN (every method, GradCAM included) in the end-to-end tier
@@ -43,11 +43,17 @@ def _score(cfg, arch, model, s, share, order):
 def test_shared_layers_give_the_same_scores_and_maps_bit_for_bit(tmp_path, model_name, order):
     cfg, arch, model, s = _setup(tmp_path, model_name)
     before = [(p.data_ptr(), p.stride(), p.detach().clone()) for p in model.parameters()]
-    whole = _score(cfg, arch, model, s, False, order)
-    shared = _score(cfg, arch, model, s, True, order)
+    whole = _score(cfg, arch, model, s, False, order, null=True)
+    shared = _score(cfg, arch, model, s, True, order, null=True)
     assert len(shared.stages) == len(stages(arch, order, None))
     pd_cols = ["stage", "method", "metric", "image", "value", "nan_reason", "tie_fraction", "target"]
     assert shared.scores[pd_cols].equals(whole.scores[pd_cols])
+    # the fair null's twins, explained with the stages or one at a time: the same rows, and a draw of their own
+    assert shared.null[pd_cols].equals(whole.null[pd_cols])
+    assert sorted(shared.null.stage.unique()) == list(range(1, len(shared.stages)))
+    twin = shared.null.set_index(pd_cols[:4]).value
+    own = shared.scores[shared.scores.stage > 0].set_index(pd_cols[:4]).value
+    assert not np.allclose(twin.loc[own.index].to_numpy(), own.to_numpy(), equal_nan=True)
     for key, arr in whole.arrays.items():
         assert np.array_equal(arr, shared.arrays[key]), key
     assert [m["logit_spearman_mean"] for m in shared.stages] == [m["logit_spearman_mean"] for m in whole.stages]

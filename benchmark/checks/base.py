@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterable, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional
 
 import torch
 from torch import nn
@@ -27,15 +27,30 @@ class Models:
     random_labels: Optional[TrainedModel] = None
 
 
+# (engine, images, targets, image ids, stage key, stage) -> method -> maps: how a test computes a stage's maps when
+# they are not the engine's maps of the run's images (noisy copies averaged, a shifted input).
+StageExplain = Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor, str, Stage], dict[str, torch.Tensor]]
+
+
 @dataclass
 class StageRun:
-    """The stages as (stage, context manager -> model) pairs, and what lets the scheduler explain them together."""
+    """The stages as (stage, context manager -> model) pairs, and what lets the scheduler explain them together.
+
+    ``explain``: the test's own way of computing a stage's maps (``StageExplain``); None: ``Engine.explain`` of
+    the run's images. A test with its own ``explain`` has its stages explained one at a time.
+    ``null``: every randomized stage is followed by its null twin (``Stage.null``: the same units drawn again, into
+    ``drawn_null`` when units recur), scored against the stage it follows (``null.parquet``).
+    """
 
     contexts: Iterable[tuple[Stage, AbstractContextManager[nn.Module]]]
     n_stages: int
     shared_model: Optional[nn.Module] = None
     drawn: Optional[dict[int, torch.Tensor]] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    explain: Optional[StageExplain] = None
+    # Each randomized stage is followed by its null twin (``Stage.null``), drawn into ``drawn_null``.
+    null: bool = False
+    drawn_null: Optional[dict[int, torch.Tensor]] = None
 
 
 class Check:

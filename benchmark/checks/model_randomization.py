@@ -6,11 +6,13 @@ Stage 0 is the trained model; each later stage re-initializes its units of the s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
+from benchmark import rng
 from benchmark.checks.base import Check, Models, StageRun, register
 from benchmark.config import ExperimentConfig, Order
 from benchmark.randomization import Stage, randomized, stages
@@ -55,17 +57,40 @@ class ModelRandomization(Check):
         """Each unit is drawn once for every stage it is part of (``randomized(..., drawn)``), and the stages can go
         together (``shared_model``), sharing the drawn weights. The draws are kept only when a unit is part of
         several stages (cascading, bottom-up)."""
-        return randomized_stages(plan.cfg, plan.arch, models.trained.model, plan.stages)
+        return randomized_stages(plan.cfg, plan.arch, models.trained.model, plan.stages,
+                                 null=plan.cfg.randomization.fair_null)
 
     def meta(self, plan: Any, models: Models) -> dict[str, Any]:
-        return {"model": model_meta(plan.arch, models.trained)}
+        out: dict[str, Any] = {"model": model_meta(plan.arch, models.trained)}
+        if plan.cfg.randomization.fair_null:
+            out["null"] = {"seed": null_seed(plan.cfg.seed), "derived_from": [plan.cfg.seed, "null"],
+                           "compares": "per stage, the maps of two independent draws of the stage's units"}
+        return out
 
 
-def randomized_stages(cfg: ExperimentConfig, arch: Any, model: torch.nn.Module, stage_list: list[Stage]) -> StageRun:
+def null_seed(seed: int) -> int:
+    """The seed of the null's second draw: every unit's generator is (null_seed(seed), "reinit", unit)."""
+    return rng.derive_seed(seed, "null")
+
+
+def randomized_stages(cfg: ExperimentConfig, arch: Any, model: torch.nn.Module, stage_list: list[Stage],
+                      null: bool = False) -> StageRun:
+    """The stages as contexts on ``model``; ``null``: each randomized stage followed by its null twin (the same
+    units drawn from ``null_seed``), whose maps the scorer compares with the stage's own."""
     units = [u for st in stage_list for u in st.units]
-    drawn: Optional[dict[int, torch.Tensor]] = {} if len(units) > len(set(units)) else None
-    contexts = ((st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)) for st in stage_list)
-    return StageRun(contexts, len(stage_list), shared_model=model, drawn=drawn)
+    shared = len(units) > len(set(units))
+    drawn: Optional[dict[int, torch.Tensor]] = {} if shared else None
+    drawn_null: Optional[dict[int, torch.Tensor]] = {} if shared else None
+
+    def contexts():
+        for st in stage_list:
+            yield st, randomized(model, arch, st, cfg.randomization, cfg.seed, drawn)
+            if null and st.index > 0:
+                twin = dataclasses.replace(st, null=True)
+                yield twin, randomized(model, arch, twin, cfg.randomization, null_seed(cfg.seed), drawn_null)
+
+    n = len(stage_list) + (len(stage_list) - 1 if null else 0)
+    return StageRun(contexts(), n, shared_model=model, drawn=drawn, null=null, drawn_null=drawn_null)
 
 
 for _order in Order:

@@ -28,7 +28,7 @@ from benchmark.methods import CONTROLS
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.run_report import (CONTROL_EXPECTED, Analysis, analyze, fmt_ci, read_calibration,
+from benchmark.report.run_report import (CONTROL_EXPECTED, Analysis, analyze, fmt_ci, read_calibration, read_null,
                                          summary_csv, versions_text)
 from benchmark.report.stats import nan_reasons_text, rule_text, summarize
 
@@ -90,7 +90,7 @@ def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optio
     summaries, verdict_rows, prov = [], [], []
     for run in col.runs:
         scores = col.scores[col.scores.run_id == run.run_id]
-        a = analyze(scores, read_calibration(run.run_dir), run.meta, rule)
+        a = analyze(scores, read_calibration(run.run_dir), run.meta, rule, read_null(run.run_dir))
         analyses[run.run_id] = a
         var = variant(run.config, run.meta)
         summaries.append(summary_csv(a, run.meta).assign(variant=var))

@@ -32,6 +32,7 @@ _CYCLE = ["blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
 VERDICT_COLORS = {"pass": OKABE_ITO["bluish_green"], "fail": OKABE_ITO["vermillion"], "inconclusive": "#999999"}
 BAND_COLOR = "#d9d9d9"
+NULL_COLOR = "#8c6d9e"  # the fair null's hatching
 CONTROL_STYLE = {"edge": dict(color="#000000", ls="--", lw=1.3), "noise": dict(color="#7f7f7f", ls=":", lw=1.6)}
 
 METRIC_LABELS = {
@@ -112,11 +113,12 @@ def _span(d: pd.DataFrame, band: tuple[float, float]) -> tuple[float, float]:
 
 def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: tuple[float, float],
                   verdicts: Optional[dict[str, str]] = None, judged: Optional[int] = None,
-                  test: str = "cascading", series: str = "seed") -> plt.Figure:
+                  test: str = "cascading", series: str = "seed", null: Optional[pd.DataFrame] = None) -> plt.Figure:
     """Similarity to the reference maps per stage: one panel per method, mean and 95% interval.
 
     ``summary``: rows of ``summarize`` for one test (and, with several seeds, a ``series`` column:
     one line each). Every panel shows the controls, the calibration band and the judged stage.
+    ``null``: ``summarize`` rows of the fair null for this metric, drawn as a hatched band per method.
     """
     d = summary[summary.metric == metric]
     similarity = is_similarity(metric)
@@ -136,6 +138,11 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
             dc = d[d.method == c].groupby("stage")["mean"].mean()
             ax.plot(dc.index, dc.values, **CONTROL_STYLE.get(c, {"color": "k", "ls": "--"}), zorder=2)
         st = method_style(method)
+        if null is not None and len(null):
+            dn = null[null.method == method].groupby("stage")[["mean", "ci_low", "ci_high"]].mean().sort_index()
+            ax.fill_between(dn.index, dn.ci_low, dn.ci_high, facecolor="none", hatch="////", edgecolor=NULL_COLOR,
+                            lw=0.0, zorder=1)
+            ax.plot(dn.index, dn["mean"], color=NULL_COLOR, ls="--", lw=0.9, zorder=1)
         dm = d[d.method == method]
         groups = list(dm.groupby(series)) if multi else [(None, dm)]
         for k, (_, g) in enumerate(groups):
@@ -168,6 +175,9 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
     handles += [Line2D([], [], **CONTROL_STYLE[c], label=f"{c} control") for c in controls if c in CONTROL_STYLE]
     if np.isfinite(band[0]):
         handles.append(Patch(color=BAND_COLOR, label=f"unrelated maps (calibration) [{band[0]:.2f}, {band[1]:.2f}]"))
+    if null is not None and len(null):
+        handles.append(Patch(facecolor="none", hatch="////", edgecolor=NULL_COLOR, ls="--",
+                             label="fair null: two random models (mean, 95%)"))
     if judged is not None:
         handles.append(Line2D([], [], color="#555555", lw=0.8, ls=(0, (1, 2)), label="stage the verdict reads"))
     if multi:

@@ -14,14 +14,15 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from benchmark import store
+from benchmark import rng, store
 from benchmark.checks import TESTS
 from benchmark.checks.report_text import ReportText
 from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.stats import bands, judged_stage, nan_reasons_text, rule_text, summarize, verdicts
+from benchmark.report.stats import (bands, judged_stage, nan_reasons_text, paired_difference, rule_text, summarize,
+                                    verdicts)
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
 CONTROL_EXPECTED = {"edge": "fail", "noise": "pass", "idf": "fail"}
@@ -46,16 +47,25 @@ class Analysis:
     layers: list[str]
     methods: list[str]
     metrics: list[str]
+    # summarize() rows of null.parquet (the fair null: two independently randomized models), None without one.
+    null: Optional[pd.DataFrame] = None
 
 
 def analyze(scores: pd.DataFrame, calibration: Optional[pd.DataFrame], meta: dict[str, Any],
-            rule: VerdictConfig) -> Analysis:
-    summary = summarize(scores, rule.confidence, rule.n_boot, seed=int(meta.get("seed", 0)))
+            rule: VerdictConfig, null: Optional[pd.DataFrame] = None) -> Analysis:
+    seed = int(meta.get("seed", 0))
+    summary = summarize(scores, rule.confidence, rule.n_boot, seed=seed)
+    # the null's bootstrap draws from generators of its own (the groups' keys are the scores')
+    has_null = null is not None and len(null) > 0
+    null_summary = summarize(null, rule.confidence, rule.n_boot, seed=rng.derive_seed(seed, "null")) if has_null else None
+    difference = (summarize(paired_difference(scores, null), rule.confidence, rule.n_boot,
+                            seed=rng.derive_seed(seed, "null_difference")) if has_null else None)
     metrics = list(dict.fromkeys(scores.metric))
-    b = bands(calibration, metrics, rule.band_coverage, getattr(rule, "band", "items"), int(meta.get("seed", 0)))
+    b = bands(calibration, metrics, rule.band_coverage, getattr(rule, "band", "items"), seed)
     stage = judged_stage(pd.DataFrame(meta["stages"]), rule.stage)
-    return Analysis(summary, b, stage, no_verdict_unless_similarity(verdicts(summary, b, rule, stage)),
-                    [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)), metrics)
+    judged = no_verdict_unless_similarity(verdicts(summary, b, rule, stage, null_summary, difference))
+    return Analysis(summary, b, stage, judged, [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)),
+                    metrics, null_summary)
 
 
 # The verdict of a metric that is no similarity (not "n/a", which CSV readers take for a missing value).
@@ -95,6 +105,12 @@ def read_calibration(run_dir: Path) -> Optional[pd.DataFrame]:
     return pd.read_parquet(path) if path.exists() else None
 
 
+def read_null(run_dir: Path) -> Optional[pd.DataFrame]:
+    """null.parquet (the fair null), None where the run has none (``randomization.fair_null=false``, other tests)."""
+    path = Path(run_dir) / "null.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
 def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
     """summary.csv: one row per stage, method and metric, with the band and (on the judged stage) the verdict."""
     s = a.summary.copy()
@@ -104,6 +120,10 @@ def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
     judged = s.stage == a.stage
     s["verdict"] = [v.loc[(m, k), "verdict"] if j else "" for m, k, j in zip(s.method, s.metric, judged)]
     s["verdict_level"] = [v.loc[(m, k), "level"] if j else np.nan for m, k, j in zip(s.method, s.metric, judged)]
+    if a.null is not None:  # the fair null beside every randomized stage
+        n = a.null.set_index(["stage", "method", "metric"])[["mean", "ci_low", "ci_high"]]
+        n.columns = ["null_mean", "null_ci_low", "null_ci_high"]
+        s = s.join(n, on=["stage", "method", "metric"])
     for col, val in (("run_id", meta["run_id"]), ("model", meta["model"]["name"]), ("data", meta["data"]["name"]),
                      ("profile", meta["profile"]), ("seed", meta["seed"])):
         s[col] = val
@@ -128,11 +148,23 @@ def verdict_table(a: Analysis) -> pd.DataFrame:
     return t
 
 
-def stage_table(a: Analysis, metric: str) -> pd.DataFrame:
-    d = a.summary[a.summary.metric == metric]
+def stage_table(a: Analysis, metric: str, null: bool = False) -> pd.DataFrame:
+    """Rows methods, columns stages: mean [95% CI] of the scores (``null``: of the fair null; stage 0 empty)."""
+    summary = a.null if null else a.summary
+    d = summary[summary.metric == metric]
     cells = {(r.method, r.stage): fmt_ci(r.mean, r.ci_low, r.ci_high) for r in d.itertuples()}
     rows = {m: [cells.get((m, s), "") for s in range(len(a.layers))] for m in a.methods}
     return pd.DataFrame.from_dict(rows, orient="index", columns=a.layers)
+
+
+def null_table(a: Analysis) -> pd.DataFrame:
+    """Rows methods, columns metrics at the judged stage: "null mean [95% CI] · fell f" (``fell_toward_null``)."""
+    v = a.verdicts.copy()
+    v["cell"] = [f"{fmt_ci(r.null_mean, r.null_ci_low, r.null_ci_high)} · fell {r.fell_toward_null:.2f}"
+                 if np.isfinite(r.null_mean) else "n/a" for r in v.itertuples()]
+    t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
+    t.columns = [F.metric_label(m) for m in t.columns]
+    return t
 
 
 def calibration_table(a: Analysis, calibration: Optional[pd.DataFrame]) -> pd.DataFrame:
@@ -192,7 +224,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
     run_dir = Path(run_dir)
     rule = verdict or VerdictConfig()
     calibration = read_calibration(run_dir)
-    a = analyze(df, calibration, meta, rule)
+    a = analyze(df, calibration, meta, rule, read_null(run_dir))
     store.atomic_write(run_dir / "summary.csv", lambda p: summary_csv(a, meta).to_csv(p, index=False))
     text = report_text(meta["test"], meta)
     n_fig = min(n_figure_images, len(arrays["images"]))
@@ -239,11 +271,15 @@ def _summary_figures(run_dir: Path, a: Analysis, meta: dict[str, Any], text: Any
         name = f"figures/similarity_{metric}.png"
         vm = {m: g.set_index("metric").loc[metric, "verdict"] for m, g in by_method.items()}
         vm = {m: v for m, v in vm.items() if v != NO_VERDICT}
-        png = F.save_png(F.curves_figure(a.summary, metric, a.layers, a.bands[metric], vm, a.stage, meta["test"]),
-                         run_dir / name)
+        null = None if a.null is None else a.null[a.null.metric == metric]
+        png = F.save_png(F.curves_figure(a.summary, metric, a.layers, a.bands[metric], vm, a.stage, meta["test"],
+                                         null=null), run_dir / name)
+        null_text = (" The hatched band is the fair null at each stage: the 95% interval of the similarity of two "
+                     "independently randomized models' maps, what the input and the architecture alone give."
+                     if null is not None and len(null) else "")
         figs.append((name, f"{F.metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
                      "model's map: a method that explains the model falls toward the gray band of unrelated maps "
-                     "as layers are randomized; the verdict in each title reads the dotted stage."), png))
+                     "as layers are randomized; the verdict in each title reads the dotted stage.") + null_text, png))
     return figs
 
 
@@ -289,6 +325,16 @@ def _head_blocks(a: Analysis, meta: dict[str, Any], arrays: dict[str, np.ndarray
         blocks += [("h", 2, "What this test compares"), ("p", text.compares)]
     blocks += [("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
                ("table", verdict_table(a), True), ("p", READING)]
+    if a.null is not None:
+        blocks += [("h", 2, "The fair null: two independently randomized models"),
+                   ("p", "At the judged stage, per method and metric: the similarity of the maps of two models whose "
+                         "randomized units were drawn independently (the run's draw, and a second one from generators "
+                         "derived from the seed and \"null\"), mean [95% bootstrap interval] over images, and how far "
+                         "the trained-vs-randomized similarity fell from 1 toward it ((1 - similarity) / (1 - null): 0 "
+                         "unchanged, 1 as far as two random models). A null above the calibration band is similarity "
+                         "that the input and the architecture give without any learned parameter; "
+                         "`verdict=random_null` judges against it."),
+                   ("table", null_table(a), True)]
     if meta["test"] == "data_randomization":
         comp = paper.data_randomization_comparison(a.summary, meta["model"]["name"])
         blocks += [("h", 2, "Beside the paper"),
@@ -311,6 +357,9 @@ def _similarity_blocks(a: Analysis, calibration: Optional[pd.DataFrame], rule: V
     blocks: list[tuple] = [("h", 2, "Similarity per stage (mean [95% bootstrap interval] over images)")]
     for metric in a.metrics:
         blocks += [("h", 3, F.metric_label(metric)), ("table", stage_table(a, metric), True)]
+        if a.null is not None:
+            blocks += [("p", "The fair null at each stage (two independently randomized models):"),
+                       ("table", stage_table(a, metric, null=True), True)]
     blocks += [("h", 2, "Calibration: similarity of unrelated maps, measured in this run"),
                ("p", "Per image, two N(0,1) noise maps (noise vs noise) and each method's trained-model map against "
                      "noise (map vs noise), post-processed and scored like every map. The band is the central "

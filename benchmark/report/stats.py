@@ -115,26 +115,105 @@ def decide(row: Optional[pd.Series], level: float, rule: VerdictConfig) -> Verdi
     return Verdict("inconclusive", f"interval [{row.ci_low:.3f}, {row.ci_high:.3f}] contains {level:.3f}")
 
 
+# A null at or above this is the metric's maximum: two independently randomized models give the same maps.
+NULL_AT_MAXIMUM = 1.0 - 1e-6
+
+
+def _row(g: Optional[pd.DataFrame], stage: Optional[int]) -> Optional[pd.Series]:
+    if g is None or stage is None:
+        return None
+    hit = g[g.stage == stage]
+    return hit.iloc[0] if len(hit) else None
+
+
+def fell_toward_null(mean: float, null_mean: float) -> float:
+    """How far the similarity fell from 1 (a map that ignores the model, the edge control) toward the null's level:
+    (1 - mean) / (1 - null mean). 0: unchanged; 1: as low as two independently randomized models' maps; above 1:
+    lower still. NaN where the null is at the metric's maximum."""
+    if not (np.isfinite(mean) and np.isfinite(null_mean)) or null_mean >= NULL_AT_MAXIMUM:
+        return float("nan")
+    return float((1.0 - mean) / (1.0 - null_mean))
+
+
+def _with_rule(rule: VerdictConfig, kind: VerdictRule) -> VerdictConfig:
+    """``rule`` with another ``rule.rule`` (the interval rule the null and its fallback reuse)."""
+    return VerdictConfig(rule=kind, stage=rule.stage, threshold=rule.threshold, confidence=rule.confidence,
+                         n_boot=rule.n_boot, band_coverage=rule.band_coverage, band=getattr(rule, "band", "items"))
+
+
+def paired_difference(scores: pd.DataFrame, null: pd.DataFrame) -> pd.DataFrame:
+    """Per stage, method, metric and image: the score minus the null's score of the same image (rows of both)."""
+    keys = ["test", "stage", "layer", "method", "metric", "image"]
+    merged = scores[keys + ["value", "nan_reason"]].merge(
+        null[keys + ["value", "nan_reason"]], on=keys, suffixes=("", "_null"))
+    merged["value"] = merged["value"] - merged["value_null"]
+    merged["nan_reason"] = merged["nan_reason"].fillna(merged["nan_reason_null"])
+    merged["tie_fraction"] = np.nan
+    return merged[keys + ["value", "nan_reason", "tie_fraction"]]
+
+
+def _null_verdict(row: Optional[pd.Series], null_row: pd.Series, diff_row: Optional[pd.Series]) -> tuple[float, Verdict]:
+    """The random_null rule on the paired difference (similarity minus null, per image) and its interval."""
+    level = float(null_row["mean"])
+    if np.isfinite(level) and level >= NULL_AT_MAXIMUM:
+        return level, Verdict("fail", f"two independently randomized models give the same maps (null {level:.3f}): "
+                                      "the maps do not depend on the parameters")
+    if row is None or diff_row is None:
+        return level, Verdict("inconclusive", "no scores at this stage")
+    n_ok = diff_row.n_images - diff_row.n_nan
+    if n_ok < MIN_IMAGES or n_ok < diff_row.n_images / 2:
+        return level, Verdict("inconclusive", f"only {n_ok} of {diff_row.n_images} images scored "
+                                              f"({diff_row.nan_reasons})")
+    what = (f"similarity minus null, per image: {diff_row['mean']:+.3f} [{diff_row.ci_low:+.3f}, "
+            f"{diff_row.ci_high:+.3f}]")
+    if diff_row.ci_low > 0:
+        return level, Verdict("fail", f"{what}: above the null")
+    return level, Verdict("pass", f"{what}: not above the null")
+
+
 def verdicts(summary: pd.DataFrame, band_by_metric: dict[str, tuple[float, float]], rule: VerdictConfig,
-             stage: Optional[int]) -> pd.DataFrame:
-    """One row per (method, metric) of one run: the judged stage's numbers, the level, the verdict."""
+             stage: Optional[int], null: Optional[pd.DataFrame] = None,
+             null_difference: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """One row per (method, metric) of one run: the judged stage's numbers, the level, the verdict.
+
+    ``null``: ``summarize`` rows of the run's null.parquet (the fair null); its judged stage's mean and interval,
+    and how far the similarity fell toward it (``fell_toward_null``), are columns of every row under every rule;
+    ``null_difference``: ``summarize`` rows of ``paired_difference``, which ``verdict.rule=random_null`` judges
+    (a run without a null: against the calibration band).
+    """
     out = []
+    kind = VerdictRule(rule.rule)
+    null_groups = ({k: g for k, g in null.groupby(["method", "metric"], sort=False)}
+                   if null is not None and len(null) else {})
+    diff_groups = ({k: g for k, g in null_difference.groupby(["method", "metric"], sort=False)}
+                   if null_difference is not None and len(null_difference) else {})
     for (method, metric), g in summary.groupby(["method", "metric"], sort=False):
-        row = None if stage is None else g[g.stage == stage]
-        row = row.iloc[0] if row is not None and len(row) else None
-        level = (band_by_metric.get(metric, (np.nan, np.nan))[1] if VerdictRule(rule.rule) == VerdictRule.calibration_band
-                 else rule.threshold)
-        if VerdictRule(rule.rule) == VerdictRule.calibration_band and np.isfinite(level) and level >= 1.0:
+        row = _row(g, stage)
+        null_row = _row(null_groups.get((method, metric)), stage)
+        band_rule = kind == VerdictRule.calibration_band or (kind == VerdictRule.random_null and null_row is None)
+        level = band_by_metric.get(metric, (np.nan, np.nan))[1] if band_rule else rule.threshold
+        if kind == VerdictRule.random_null and null_row is not None:
+            level, v = _null_verdict(row, null_row, _row(diff_groups.get((method, metric)), stage))
+        elif band_rule and np.isfinite(level) and level >= 1.0:
             # unrelated maps already reach the metric's maximum (top-1 of short sentences): it separates nothing
             v = Verdict("inconclusive", f"the band of unrelated maps reaches {level:.3f}, the metric's maximum")
         else:
-            v = decide(row, level, rule)
+            v = decide(row, level, rule if kind != VerdictRule.random_null
+                       else _with_rule(rule, VerdictRule.calibration_band))
+            if kind == VerdictRule.random_null:
+                v = Verdict(v.outcome, f"{v.reason} (no null in this run: the calibration band's upper edge)")
+        mean = np.nan if row is None else row["mean"]
+        null_mean = np.nan if null_row is None else null_row["mean"]
         out.append({"method": method, "metric": metric, "stage": stage,
                     "layer": None if row is None else row.layer,
-                    "mean": np.nan if row is None else row["mean"],
+                    "mean": mean,
                     "ci_low": np.nan if row is None else row.ci_low,
                     "ci_high": np.nan if row is None else row.ci_high,
-                    "level": level, "verdict": v.outcome, "why": v.reason})
+                    "level": level, "verdict": v.outcome, "why": v.reason,
+                    "null_mean": null_mean,
+                    "null_ci_low": np.nan if null_row is None else null_row.ci_low,
+                    "null_ci_high": np.nan if null_row is None else null_row.ci_high,
+                    "fell_toward_null": fell_toward_null(mean, null_mean)})
     return pd.DataFrame(out)
 
 
@@ -145,6 +224,20 @@ def rule_text(rule: VerdictConfig, layer: Optional[str] = None) -> str:
              "first": "the first randomized stage"}.get(rule.stage, f"stage {rule.stage!r}")
     if layer is not None:
         where += f" (here: {layer})"
+    if VerdictRule(rule.rule) == VerdictRule.random_null:
+        return (f"Rule `random_null`: at {where}, per image, the similarity of the trained and the randomized model's "
+                "maps minus the fair null: the similarity of the maps of two independently randomized models (the "
+                "stage's units drawn twice, the second time from generators derived from the seed and \"null\"), what "
+                f"the input and the architecture alone give. The {pct} bootstrap interval ({rule.n_boot} resamples) of "
+                "the mean difference decides. fail: its lower end is above 0 (the trained model's map is closer to the "
+                "randomized model's than two randomized models' maps are to each other), or the null is at the "
+                "metric's maximum (the map does not depend on the parameters at all, as the edge control); pass: "
+                "otherwise (the map is not more similar "
+                "to the trained model's than two random models' maps are to each other); inconclusive: fewer than "
+                f"{MIN_IMAGES} images (or fewer than half) scored. A pass says \"not shown above the null\": read the "
+                "interval for its power. \"fell\" is (1 - similarity) / (1 - null): 0 unchanged, 1 as far as two "
+                "random models. A test without a null (data randomization, random logit) reads the calibration "
+                "band's upper edge instead.")
     if VerdictRule(rule.rule) == VerdictRule.calibration_band:
         mean_band = getattr(rule, "band", "items") == "mean"
         of = "," if not mean_band else " averaged over as many pairs as the run has inputs (bootstrap),"
