@@ -86,6 +86,4 @@ def text_setup(cfg: ExperimentConfig, model: nn.Module, data: Any, tokenizer: An
         cfg.verdict.band = "mean"
     if cfg.randomization.reinit is None:
         cfg.randomization.reinit = Reinit.layer_default
-    if "randomization" not in settings and "randomization.fair_null" not in settings:
-        cfg.randomization.fair_null = False  # as model=minilm / model=hf: the null doubles every stage's maps
     return wrapped, arch, dataset
