@@ -191,7 +191,7 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
     cfg.skip_unsupported_methods = methods is None
     settings.setdefault("n_images", len(data[0] if isinstance(data, tuple) else data) if text else len(images))
     _settings(cfg, settings)
-    defaults = TEXT_DEFAULT_METHODS if text else DEFAULT_METHODS
+    defaults = TEXT_DEFAULT_METHODS if text else (check.default_methods or DEFAULT_METHODS)
     given = [as_method(m, "text" if text else "image") for m in (defaults if methods is None else methods)]
     if not given:
         raise ValueError("methods is empty: give at least one method, e.g. methods=['gradient']")
@@ -213,6 +213,8 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
             s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
             return compute(p, s, _models(p, s, wrapped, random_model, train_fn, train_data))
         first = next(model.parameters(), None)
+        if first is not None and first.is_floating_point() and first.dtype != images.dtype:
+            images = images.to(first.dtype)  # a float64 (or half) model gets its own precision: maps stay float32
         example = images[:2].to(first.device if first is not None else "cpu")
         arch = _architecture(model, example, model_name, units, gradcam_layer)
         identity = {"model": _model_digest(model), "images": _digest(images, labels)}  # by content, in the run id

@@ -113,6 +113,9 @@ class DataConfig:
     # (pattern: the square's place; digit: the digit, the square a distractor).
     planted_size: int = _hashed_unless_default(3)
     planted_variant: str = _hashed_unless_default("pattern")
+    # the images the squares are planted in: digits (scikit-learn's bundled digits) or mnist (the MNIST files under
+    # data.root, both splits as data=mnist reads them)
+    planted_base: str = _hashed_unless_default("digits")
     # data=sentiment: some of amazon, imdb, yelp (None: all three). data=text_file: the sentence and label
     # columns (names with a header row, 0-based positions without; None: 0 and 1) and the delimiter (None: ","
     # for .csv, a tab otherwise).
@@ -181,6 +184,28 @@ class SimilarityConfig:
 
 
 @dataclass
+class SmoothMPRTConfig:
+    """The smooth MPRT's denoising (``test=smooth_mprt``, Hedström et al. 2023): each map is the mean of the
+    method's maps of ``n_samples`` noisy copies of the input, noise sd = ``noise_level`` * (max x - min x) per
+    image, the last copy without noise (Quantus' ``nr_samples`` and ``noise_magnitude``). Left out of the run id
+    at their defaults."""
+
+    n_samples: int = _hashed_unless_default(50)
+    noise_level: float = _hashed_unless_default(0.1)
+
+
+@dataclass
+class InputInvarianceConfig:
+    """The input invariance test (``test=input_invariance``, Kindermans et al. 2019). ``shift``: the constant m
+    added to the input, ``mean`` (the training split's per-channel mean), a number, or one number per channel;
+    ``tolerance``: how far from identical a method's maps may be and still count as invariant (the mean
+    difference of the min-max scaled maps, or 1 - similarity). Left out of the run id at their defaults."""
+
+    shift: Any = _hashed_unless_default("mean")
+    tolerance: float = _hashed_unless_default(1e-3)
+
+
+@dataclass
 class VerdictConfig:
     """The verdict rule of the reports (it reads results; it never changes them).
 
@@ -219,6 +244,10 @@ class ExperimentConfig:
     method_settings: Dict[str, Any] = field(default_factory=dict)
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    # test=smooth_mprt only: the noisy copies each map is averaged over.
+    smooth_mprt: SmoothMPRTConfig = field(default_factory=SmoothMPRTConfig)
+    # test=input_invariance only: the input's shift and the tolerance of "invariant".
+    input_invariance: InputInvarianceConfig = field(default_factory=InputInvarianceConfig)
     profile: Profile = Profile.paper
     target: Target = Target.predicted
     n_images: int = 32

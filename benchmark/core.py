@@ -7,6 +7,7 @@ the loaded inputs and the test's models, explains and scores every stage, and re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ class Result:
     scored: Scored
     # The fair null (randomization.fair_null): per randomized stage, its maps against its null twin's; None without it.
     null: Optional[pd.DataFrame] = None
+    # Data with known regions (data=planted): every scored map's localization scores; None on other data.
+    localization: Optional[pd.DataFrame] = None
 
     def write(self, out: str | Path, started: Optional[float] = None) -> Path:
         """The run folder a command-line run writes (scores, calibration, maps, config, meta, report, status)."""
@@ -90,7 +93,7 @@ class Result:
         write_outputs(self.plan, run_dir, self.scores, self.maps, self.meta,
                       lambda d, f, m, a: write_run_report(d, f, m, a, n_figure_images=cfg.n_figure_images,
                                                           verdict=cfg.verdict),
-                      started, calibration=self.calibration, null=self.null)
+                      started, calibration=self.calibration, null=self.null, localization=self.localization)
 
     def summary(self) -> pd.DataFrame:
         """Mean similarity per method, metric and stage (images averaged)."""
@@ -132,13 +135,15 @@ def compute(p: Plan, s: Setup, models: Models) -> Result:
     """Explain and score every stage of the plan's test on the given models."""
     check = get_test(p.test)
     probe_external(p.methods, models, s)
-    run = check.stage_models(p, models)
+    run = check.stage_models(p, models if models.data is not None else dataclasses.replace(models, data=s.data))
     scored = score_stages(p.cfg, p.arch, p.methods, run.contexts, s, n_stages=run.n_stages,
                           shared_model=run.shared_model, drawn=run.drawn, explain=run.explain, null=run.null,
                           drawn_null=run.drawn_null)
     df = finish_table(scored.scores, p, s.data)
     meta = base_meta(p, s, scored)
     meta.update(check.meta(p, models))
+    if run.meta is not None:
+        meta.update(run.meta())
     trained = [m for m in (models.trained, models.random_labels) if m is not None]
     meta["timings"] = {"data_s": s.data_s, "training_s": sum(m.seconds for m in trained),
                        "maps_and_scores_s": scored.seconds}
@@ -146,7 +151,8 @@ def compute(p: Plan, s: Setup, models: Models) -> Result:
     if scored.null is not None:
         null = finish_table(scored.null, p, s.data)
         meta.setdefault("null", {})["stages"] = scored.null_stages
-    return Result(p, df, finish_table(scored.calibration, p, s.data), scored.arrays, meta, scored, null)
+    localized = None if scored.localization is None else finish_table(scored.localization, p, s.data)
+    return Result(p, df, finish_table(scored.calibration, p, s.data), scored.arrays, meta, scored, null, localized)
 
 
 def _execute(p: Plan, started: float) -> None:

@@ -38,7 +38,8 @@ def finish_table(df: pd.DataFrame, plan: Plan, data: Dataset) -> pd.DataFrame:
     for col, val in (("model", plan.arch.name), ("data", data.name), ("profile", cfg.profile.value),
                      ("seed", cfg.seed), ("run_id", plan.run_id)):
         df[col] = val
-    df["nan_reason"] = df["nan_reason"].astype("string")
+    if "nan_reason" in df:
+        df["nan_reason"] = df["nan_reason"].astype("string")
     return df
 
 
@@ -73,15 +74,20 @@ def base_meta(plan: Plan, s: Setup, scored: Scored) -> dict[str, Any]:
 def write_outputs(plan: Plan, run_dir: Path, df: pd.DataFrame, arrays: dict[str, np.ndarray], meta: dict[str, Any],
                   report: Callable[[Path, pd.DataFrame, dict[str, Any], dict[str, np.ndarray]], None],
                   started: float, calibration: Optional[pd.DataFrame] = None,
-                  null: Optional[pd.DataFrame] = None) -> None:
-    """scores.parquet, calibration.parquet, null.parquet (with the fair null), maps.npz, config.yaml, the report
-    (report.md, report.html, summary.csv) and meta.json in ``run_dir``, each written atomically."""
+                  null: Optional[pd.DataFrame] = None, localization: Optional[pd.DataFrame] = None) -> None:
+    """scores.parquet, calibration.parquet, null.parquet (with the fair null), localization.parquet (on data with
+    known regions), maps.npz, config.yaml, the report (report.md, report.html, summary.csv) and meta.json in
+    ``run_dir``, each written atomically. An optional file this run does not write is removed, so a folder written
+    again never keeps an earlier run's null or localization beside the new scores."""
     run_dir = Path(run_dir)
     store.atomic_write(run_dir / "scores.parquet", lambda f: df.to_parquet(f, index=False))
     if calibration is not None:
         store.atomic_write(run_dir / "calibration.parquet", lambda f: calibration.to_parquet(f, index=False))
-    if null is not None:
-        store.atomic_write(run_dir / "null.parquet", lambda f: null.to_parquet(f, index=False))
+    for name, table in (("null.parquet", null), ("localization.parquet", localization)):
+        if table is None:
+            (run_dir / name).unlink(missing_ok=True)
+        else:
+            store.atomic_write(run_dir / name, lambda f, t=table: t.to_parquet(f, index=False))
 
     def write_npz(f: Path) -> None:
         with open(f, "wb") as fh:

@@ -66,7 +66,8 @@ def validate(cfg: ExperimentConfig, arch: Optional[Architecture] = None,
             from benchmark.data.planted import check_planted
 
             check_planted(cfg.data)
-    check_holdout_fraction(cfg.data.holdout_fraction, None if given else cfg.data.name)
+    sized = not given and not (cfg.data.name == "planted" and cfg.data.planted_base != "digits")
+    check_holdout_fraction(cfg.data.holdout_fraction, cfg.data.name if sized else None)
     if arch is None:
         arch = resolve_architecture(cfg)
     check_initializers(cfg, arch)

@@ -23,6 +23,7 @@ from torch import nn
 from benchmark.calibration import calibration_scores, noise_maps
 from benchmark.config import ExperimentConfig, Target
 from benchmark.data import Dataset
+from benchmark.localization import localization
 from benchmark.methods import Method
 from benchmark.postprocess import PROCESSORS
 from benchmark.randomization import Stage
@@ -115,6 +116,8 @@ class Scored:
     # and the twins' own output per stage.
     null: Optional[pd.DataFrame] = None
     null_stages: list[dict[str, Any]] = field(default_factory=list)
+    # Data with known regions (data=planted): every scored map against where the evidence is (localization.parquet).
+    localization: Optional[pd.DataFrame] = None
 
 
 @dataclass
@@ -148,6 +151,8 @@ class StageScorer:
     null_rows: list[dict[str, Any]] = field(default_factory=list)
     null_meta: list[dict[str, Any]] = field(default_factory=list)
     _previous: Optional[tuple[int, dict[tuple[str, str], Any]]] = None  # the last randomized stage's prepared maps
+    # Data with known regions: one row per stage, method, localization score and image (benchmark.localization).
+    localization_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.text = self.data.modality == "text"
@@ -206,9 +211,20 @@ class StageScorer:
             for kind, arr in processed[method.name].items():
                 self.saved.add(f"{method.name}/{kind}", arr[:k_saved])
             if self.data.eval_regions is not None:  # where the evidence is known: the unclipped magnitude too
-                self.saved.add(f"{method.name}/magnitude", magnitude(maps[method.name][:k_saved]))
+                self._localize(seen, method.name, magnitude(maps[method.name]), k_saved)
         del maps, processed
         self._stage_meta(seen, non_finite, seconds + time.time() - t_finish)
+
+    def _localize(self, seen: Seen, method: str, mags: np.ndarray, k_saved: int) -> None:
+        """Every image's map against its known region (mass, pointing game, AUC); the first ``k_saved`` magnitudes
+        are saved (``<method>/magnitude``)."""
+        self.saved.add(f"{method}/magnitude", mags[:k_saved])
+        ids = self.images[2]
+        regions = self.data.eval_regions[ids].numpy()
+        for score, values in localization(mags, regions).items():
+            self.localization_rows += [{"stage": seen.stage.index, "layer": seen.stage.layer, "method": method,
+                                        "score": score, "image": int(ids[i]), "value": float(v)}
+                                       for i, v in enumerate(values)]
 
     def _rows(self, rows: list[dict[str, Any]], seen: Seen, against: dict[tuple[str, str], Any],
               processed: dict[str, dict[str, np.ndarray]], method: Method) -> None:
@@ -278,4 +294,5 @@ class StageScorer:
             arrays["tokens"] = table.astype(str)
         return Scored(pd.DataFrame(self.rows), arrays, self.stage_meta, passes, seconds,
                       calibration=self.calibration, saved=self.saved,
-                      null=pd.DataFrame(self.null_rows) if self.null else None, null_stages=self.null_meta)
+                      null=pd.DataFrame(self.null_rows) if self.null else None, null_stages=self.null_meta,
+                      localization=pd.DataFrame(self.localization_rows) if self.localization_rows else None)

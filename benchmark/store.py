@@ -54,6 +54,8 @@ def config_hash(cfg: ExperimentConfig, length: int = 10, identity: dict[str, Any
     plain = {k: v for k, v in to_plain(cfg).items() if k not in NON_RESULT_KEYS}
     for group, key in hash_omitted(cfg):  # keys added later, at their defaults: earlier runs keep their ids
         plain.get(group, {}).pop(key, None)
+        if plain.get(group) == {}:  # a group added later, every key at its default
+            del plain[group]
     if identity:
         plain["identity"] = identity
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"))
@@ -253,8 +255,13 @@ def mark_running(run_dir: Path) -> float:
     return start
 
 
+# Written only by some runs (the fair null, data with known regions); hashed in status.json where present.
+OPTIONAL_RUN_FILES = ("null.parquet", "localization.parquet")
+
+
 def mark_done(run_dir: Path, started: float, files: list[str]) -> None:
     run_dir = Path(run_dir)
+    files = list(files) + [n for n in OPTIONAL_RUN_FILES if n not in files and (run_dir / n).exists()]
     write_json(
         run_dir / "status.json",
         {

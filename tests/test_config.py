@@ -107,3 +107,37 @@ def test_verdict_rule_is_typed_and_does_not_change_the_run_id():
         make(["verdict.rule=majority"])
     report = make(["verdict=threshold"], name="report")
     assert report.verdict.rule == VerdictRule.threshold and report.root == "results" and report.out is None
+
+
+def test_every_method_conf_file_holds_its_dataclass_fields_and_defaults():
+    """The command line's defaults (benchmark/conf/method/<name>.yaml) are the Python API's (the method's dataclass):
+    every key is a field, every value its default. ``reduction: null`` means the text method's own default, and a text
+    IG's ``baseline: 0.0`` its zero baseline."""
+    import dataclasses
+
+    import yaml
+
+    from benchmark.methods import TEXT_METHODS
+    from benchmark.methods.captum import CaptumMethod
+    from benchmark.methods.custom import CustomMethod
+
+    conf = Path(__file__).resolve().parents[1] / "benchmark" / "conf" / "method"
+    extra = {"captum": CaptumMethod, "custom": CustomMethod}
+    checked = 0
+    for f in sorted(conf.glob("*.yaml")):
+        ((name, settings),) = yaml.safe_load(f.read_text()).items()
+        assert name == f.stem
+        classes = [c for c in (METHODS.get(name), TEXT_METHODS.get(name), extra.get(name)) if c is not None]
+        assert classes, f"{f.name}: {name!r} is no registered method"
+        for key, value in (settings or {}).items():
+            owners = [c for c in classes if key in {fl.name for fl in dataclasses.fields(c)}]
+            assert owners, f"{f.name}: {key!r} is no field of {[c.__name__ for c in classes]}"
+            for cls in owners:
+                fl = next(fl for fl in dataclasses.fields(cls) if fl.name == key)
+                default = fl.default if fl.default is not dataclasses.MISSING else fl.default_factory()
+                if key == "reduction" and value is None or (key, value, default) == ("baseline", 0.0, "zero"):
+                    continue
+                assert value == default or (isinstance(default, tuple) and list(default) == value), \
+                    f"{f.name}: {key}={value!r}, {cls.__name__}.{key} defaults to {default!r}"
+                checked += 1
+    assert checked > 40

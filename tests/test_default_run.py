@@ -9,7 +9,8 @@ versions; commit 8a18310, whose digest had passed CI, gave the new digest here t
 vector instruction sets, and a mismatch names them. The file holds one digest per CPU (its vector instruction
 sets): float kernels differ between them, training included. On 2026-12-02 an AMD EPYC (AVX2, no AVX-512) gave
 c9c830d5... for the code of commit 8cea331 and for the commit after it (its fair null leaves scores.parquet as it
-was), so that digest was added beside the AVX-512 machine's.
+was), so that digest was added beside the AVX-512 machine's. Later on 2026-12-02 an AMD EPYC with AVX-512 and no AMX gave
+fd39e25... for commit 39f7ff7 (whose CI had passed) and for the change after it: a third entry.
 """
 
 import hashlib

@@ -223,10 +223,15 @@ def test_new_key_leaves_run_ids_unchanged_at_its_default():
     omitted = hash_omitted(cfg)
     text_keys = {("model", k) for k in ("name_or_path", "max_length", "output")} | {
         ("data", k) for k in ("sources", "text_column", "label_column", "delimiter")}
-    assert {("similarity", "entropy_bins"), ("data", "planted_size"), ("data", "planted_variant")} | text_keys == set(omitted)
+    smooth_keys = {("smooth_mprt", "n_samples"), ("smooth_mprt", "noise_level")}
+    invariance_keys = {("input_invariance", "shift"), ("input_invariance", "tolerance")}
+    planted_keys = {("data", "planted_size"), ("data", "planted_variant"), ("data", "planted_base")}
+    assert {("similarity", "entropy_bins")} | planted_keys | text_keys | smooth_keys | invariance_keys == set(omitted)
     plain = {k: v for k, v in store.to_plain(cfg).items() if k not in store.NON_RESULT_KEYS}
     for group, key in omitted:  # the config as it was before the keys existed
         del plain[group][key]
+        if not plain[group]:  # and before the group existed (smooth_mprt)
+            del plain[group]
     before = hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
     assert store.config_hash(cfg) == before
     other = dataclasses.replace(cfg, similarity=dataclasses.replace(cfg.similarity, entropy_bins="fd"))
@@ -354,3 +359,21 @@ def test_random_null_experiment_compares_two_independent_randomizations(tmp_path
     assert (edge["mean"] == 1.0).all()  # the control ignores the model: identical under any randomization
     grad = table[(table.method == "gradient") & (table.metric == "spearman_abs")].set_index("pair")["mean"]
     assert -1.0 <= grad["random_vs_random"] <= 1.0 and grad["random_vs_random"] != grad["trained_vs_random"]
+
+
+@pytest.mark.parametrize("test,message", [
+    ("smooth_mprt", r"test=smooth_mprt averages maps over noisy copies .* model 'minilm' is a text classifier; use "
+                    r"test=bottom_up"),
+    ("input_invariance", r"test=input_invariance shifts the input by a constant and model 'minilm' is a text "
+                         r"classifier: a shift of its word embeddings is not an input"),
+    ("efficient_mprt", r"test=efficient_mprt .* model 'minilm' is a text classifier"),
+])
+def test_image_only_tests_refuse_text_models_before_compute(test, message):
+    from benchmark.checks import TESTS
+    from benchmark.config import ExperimentConfig
+
+    class Text:
+        name, modality = "minilm", "text"
+
+    with pytest.raises(ValueError, match=message):
+        TESTS[test].stages(Text(), ExperimentConfig())

@@ -1,5 +1,5 @@
 """The registered tests, by name: cascading, independent, bottom_up, data_randomization (Adebayo et al. 2018),
-random_logit (Sixt et al. 2020) and efficient_mprt (Hedström et al. 2023).
+random_logit (Sixt et al. 2020), efficient_mprt and smooth_mprt (Hedström et al. 2023).
 
 A test is one ``Check`` (``benchmark.checks.base``); the registry key is the scores' ``test`` column.
 ``test=<registered name>`` on the command line selects it (``check_test_value`` records the choice before a
@@ -8,6 +8,8 @@ runner sets ``test`` to its results folder; ``test_for`` reads it back).
 
 from benchmark.checks import data_randomization, model_randomization  # noqa: F401  (they register themselves)
 from benchmark.checks import efficient_mprt, random_logit  # noqa: F401  (they register themselves)
+from benchmark.checks import smooth_mprt  # noqa: F401  (it registers itself)
+from benchmark.checks import input_invariance  # noqa: F401  (it registers itself)
 from benchmark.checks.base import TESTS, Check, Models, StageRun, get_test, register
 
 __all__ = ["FOLDERS", "TESTS", "Check", "Models", "StageRun", "check_test_value", "get_test", "register", "test_for"]

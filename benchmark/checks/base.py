@@ -25,6 +25,9 @@ class Models:
 
     trained: TrainedModel
     random_labels: Optional[TrainedModel] = None
+    # The run's data (``benchmark.data.Dataset``; ``core.compute`` sets it): what a test's stages may read, e.g. the
+    # input invariance test's shift, the training split's mean.
+    data: Any = None
 
 
 # (engine, images, targets, image ids, stage key, stage) -> method -> maps: how a test computes a stage's maps when
@@ -51,6 +54,9 @@ class StageRun:
     # Each randomized stage is followed by its null twin (``Stage.null``), drawn into ``drawn_null``.
     null: bool = False
     drawn_null: Optional[dict[int, torch.Tensor]] = None
+    # What the test adds to meta.json from its stages once they ran (the input invariance test: the shifted model's
+    # largest logit difference, each method's largest map difference); None: nothing.
+    meta: Optional[Callable[[], dict[str, Any]]] = None
 
 
 class Check:
@@ -61,6 +67,9 @@ class Check:
     folder: ClassVar[str]
     # The verdict every control must get in this test (reports read it).
     expected_control_verdict: ClassVar[str] = "pass"
+    # The methods a run gets when none are named (the command line's default list, or ``sanity_check`` without
+    # ``methods=``); None: the suite's default list.
+    default_methods: ClassVar[Optional[tuple[str, ...]]] = None
 
     def configure(self, cfg: ExperimentConfig) -> None:
         """Write the test's choice into ``cfg`` (the folder, a randomization order)."""

@@ -20,3 +20,9 @@ class ReportText:
     curves: Optional[str] = None
     # Whether the cascading comparison with Adebayo et al. 2018 applies (the paper's own model tests).
     paper: bool = False
+    # The test's own verdict rule and how to read it, in place of the suite's rule and reading (a test whose pass
+    # means the maps stayed the same: input invariance); None: the suite's. A test with its own rule defines
+    # ``judge(verdicts, meta)``, which the report applies to the rule's verdicts.
+    verdict_rule: Optional[str] = None
+    # The verdict each control should get in this test (None: the model tests' edge fail, noise pass).
+    controls: Optional[dict[str, str]] = None

@@ -17,7 +17,7 @@ from benchmark.methods.gradient_x_input import GradientXInput
 from benchmark.methods.guided_backprop import GuidedBackprop
 from benchmark.methods.guided_gradcam import GuidedGradCAM
 from benchmark.methods.ig_smoothgrad import IGSmoothGrad
-from benchmark.methods.integrated_gradients import IntegratedGradients
+from benchmark.methods.integrated_gradients import IntegratedGradients, ShiftedIntegratedGradients
 from benchmark.methods.noise import Noise
 from benchmark.methods.meaningful_perturbation import MeaningfulPerturbation
 from benchmark.methods.perturbation import LeaveOneOut, Lime, Occlusion
@@ -30,7 +30,7 @@ METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Gradient, GradientXInput, IntegratedGradients, SmoothGrad, VarGrad, IGSmoothGrad,
                 GuidedBackprop, GradCAM, GuidedGradCAM, Edge, Noise, Occlusion, LeaveOneOut, Lime,
-                MeaningfulPerturbation, LRP, DeepLift)
+                MeaningfulPerturbation, LRP, DeepLift, ShiftedIntegratedGradients)
 }
 METHODS["captum"] = CaptumMethod  # the generic slot; captum_<class> names one class each
 METHODS["custom"] = CustomMethod

@@ -158,6 +158,19 @@ class NoisyGradients(Primitive):
         return NoisyStats(mean.float(), var.float())
 
 
+def constant_image(value: float | tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    """An image like ``x`` (C, H, W) holding ``value`` everywhere, or ``value[c]`` in channel c.
+
+    >>> constant_image((0.0, 1.0), torch.zeros(2, 1, 2))[:, 0].tolist()
+    [[0.0, 0.0], [1.0, 1.0]]
+    """
+    if not isinstance(value, tuple):
+        return torch.full_like(x, value)
+    if len(value) != x.shape[0]:
+        raise ValueError(f"a baseline of {len(value)} channel values for inputs of {x.shape[0]} channels")
+    return torch.tensor(value, dtype=x.dtype, device=x.device).view(-1, *([1] * (x.dim() - 1))).expand_as(x)
+
+
 @dataclass(frozen=True)
 class PathGradients(Primitive):
     """Integrated Gradients along the straight path from ``baseline`` to the (noisy) input.
@@ -168,7 +181,9 @@ class PathGradients(Primitive):
 
     n_steps: int
     rule: str = "linspace"
-    baseline: float = 0.0
+    # The constant baseline image: one value, or one value per channel (the input invariance test's shifted
+    # baseline, ``baseline + shift``).
+    baseline: float | tuple[float, ...] = 0.0
     n_samples: int = 0
     noise_level: float = 0.0
     rank = 2
@@ -181,7 +196,7 @@ class PathGradients(Primitive):
         alphas, weights = path_alphas(self.n_steps, self.rule)
         alphas, weights = alphas.to(device), weights.to(device)
         shape = (-1,) + (1,) * x.dim()
-        base = torch.full_like(x, self.baseline)
+        base = constant_image(self.baseline, x)
         if self.n_samples == 0:
             starts, scale = [x], 1.0
         else:

@@ -28,7 +28,7 @@ from benchmark.methods import CONTROLS
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.run_report import (CONTROL_EXPECTED, Analysis, analyze, fmt_ci, read_calibration, read_null,
+from benchmark.report.run_report import (Analysis, analyze, expected_controls, fmt_ci, read_calibration, read_null,
                                          summary_csv, versions_text)
 from benchmark.report.stats import nan_reasons_text, rule_text, summarize
 
@@ -157,7 +157,8 @@ def _verdict_matrix(verdicts: pd.DataFrame, metric: str) -> pd.DataFrame:
     t["seeds agree?"] = agree
     t = t.reset_index().fillna("")
     t.columns.name = None
-    t["method"] = [f"{m} (control; expected {CONTROL_EXPECTED[m]})" if m in CONTROL_EXPECTED else m for m in t.method]
+    expected = [expected_controls(test) for test in t.test]  # per the row's test (input invariance: pass)
+    t["method"] = [f"{m} (control; expected {e[m]})" if m in e else m for m, e in zip(t.method, expected)]
     return t
 
 

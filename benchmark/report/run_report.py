@@ -21,7 +21,7 @@ from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.stats import (bands, judged_stage, nan_reasons_text, paired_difference, rule_text, summarize,
+from benchmark.report.stats import (bands, judged_stage, mean_ci, nan_reasons_text, paired_difference, rule_text, summarize,
                                     verdicts)
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
@@ -64,6 +64,9 @@ def analyze(scores: pd.DataFrame, calibration: Optional[pd.DataFrame], meta: dic
     b = bands(calibration, metrics, rule.band_coverage, getattr(rule, "band", "items"), seed)
     stage = judged_stage(pd.DataFrame(meta["stages"]), rule.stage)
     judged = no_verdict_unless_similarity(verdicts(summary, b, rule, stage, null_summary, difference))
+    judge = getattr(TESTS.get(meta.get("test")), "judge", None)  # a test with its own rule (input invariance)
+    if judge is not None:
+        judged = judge(judged, meta)
     return Analysis(summary, b, stage, judged, [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)),
                     metrics, null_summary)
 
@@ -100,6 +103,14 @@ def report_text(test: str, meta: dict[str, Any]) -> ReportText:
                       compares="", paper=not data_test)
 
 
+def expected_controls(test: str) -> dict[str, str]:
+    """Control -> the verdict it should get in ``test``: the test's own (``ReportText.controls``), else the model
+    tests' (``CONTROL_EXPECTED``: edge fail, noise pass)."""
+    hook = getattr(TESTS.get(test), "report_text", None)
+    own = getattr(hook({}) if hook is not None else None, "controls", None)
+    return CONTROL_EXPECTED if own is None else own
+
+
 def read_calibration(run_dir: Path) -> Optional[pd.DataFrame]:
     path = Path(run_dir) / "calibration.parquet"
     return pd.read_parquet(path) if path.exists() else None
@@ -109,6 +120,48 @@ def read_null(run_dir: Path) -> Optional[pd.DataFrame]:
     """null.parquet (the fair null), None where the run has none (``randomization.fair_null=false``, other tests)."""
     path = Path(run_dir) / "null.parquet"
     return pd.read_parquet(path) if path.exists() else None
+
+
+def read_localization(run_dir: Path) -> Optional[pd.DataFrame]:
+    """localization.parquet (every map against the known regions), None where the data know no regions."""
+    path = Path(run_dir) / "localization.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+LOCALIZATION_SCORES = {"pointing": "pointing game (share of maps whose largest pixel lies in the region)",
+                       "auc": "AUC of the map's values for \"inside the region\" (0.5: no better than chance)",
+                       "mass": "share of the map's mass inside the region"}
+
+
+def localization_table(loc: pd.DataFrame, score: str, layers: list[str], methods: list[str],
+                       seed: int = 0) -> pd.DataFrame:
+    """Rows methods, columns stages: mean [95% bootstrap CI] over images of one localization score."""
+    cells = {}
+    for (method, stage), g in loc[loc.score == score].groupby(["method", "stage"], sort=False):
+        v = g.value.dropna().to_numpy()
+        lo, hi = mean_ci(v, 0.95, 2000, rng.derive_seed(seed, "localization", method, score, int(stage)))
+        cells[method, int(stage)] = fmt_ci(float(v.mean()) if len(v) else np.nan, lo, hi)
+    rows = {m: [cells.get((m, k), "") for k in range(len(layers))] for m in methods if (m, 0) in cells}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=layers)
+
+
+def _localization_blocks(loc: Optional[pd.DataFrame], a: Analysis, meta: dict[str, Any]) -> list[tuple]:
+    if loc is None or loc.empty:
+        return []
+    n = loc.image.nunique()
+    blocks: list[tuple] = [
+        ("h", 2, "Where the evidence is: localization against the known regions"),
+        ("p", f"The data know where each image's evidence is ({meta['data'].get('label', 'a known region')}). Every "
+              f"scored map (all {n} images, every stage) against that region, from the map's unclipped |map| summed "
+              "over channels (benchmark.localization): a faithful map of the trained model points at the region, "
+              "and after randomization it must stop doing so. Localization alone does not tell a faithful map from "
+              "an input detector (the edge control points at a bright region at every stage); the change between "
+              "stages does. Mean [95% bootstrap interval] over images; every row is in localization.parquet.")]
+    for score, label in LOCALIZATION_SCORES.items():
+        if (loc.score == score).any():
+            blocks += [("h", 3, label[0].upper() + label[1:]),
+                       ("table", localization_table(loc, score, a.layers, a.methods, meta.get("seed", 0)), True)]
+    return blocks
 
 
 def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
@@ -138,13 +191,15 @@ def fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def verdict_table(a: Analysis) -> pd.DataFrame:
-    """Rows methods, columns metrics: "verdict · mean [95% CI]" at the judged stage."""
+def verdict_table(a: Analysis, controls: Optional[dict[str, str]] = None) -> pd.DataFrame:
+    """Rows methods, columns metrics: "verdict · mean [95% CI]" at the judged stage; ``controls``: the verdict each
+    control should get (None: ``CONTROL_EXPECTED``)."""
+    expected = CONTROL_EXPECTED if controls is None else controls
     v = a.verdicts.copy()
     v["cell"] = [f"{r.verdict} · {fmt_ci(r.mean, r.ci_low, r.ci_high)}" for r in v.itertuples()]
     t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
     t.columns = [F.metric_label(m) for m in t.columns]
-    t.index = [f"{m} (control; expected {CONTROL_EXPECTED[m]})" if m in CONTROL_EXPECTED else m for m in t.index]
+    t.index = [f"{m} (control; expected {expected[m]})" if m in expected else m for m in t.index]
     return t
 
 
@@ -238,6 +293,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                  F.save_png(F.model_output_figure(stages_df, meta["test"]), run_dir / name))
     blocks = _head_blocks(a, meta, arrays, text, rule) + [("figure", *f) for f in summary_figs]
     blocks += _similarity_blocks(a, calibration, rule)
+    blocks += _localization_blocks(read_localization(run_dir), a, meta)
     blocks += [("h", 2, "Maps")] + [("figure", *f) for f in map_figs]
     if "tokens" in arrays:
         from benchmark.report.tokens import token_blocks
@@ -323,8 +379,9 @@ def _head_blocks(a: Analysis, meta: dict[str, Any], arrays: dict[str, np.ndarray
                            ("facts", _facts(meta, text, "tokens" in arrays))]
     if text.compares:
         blocks += [("h", 2, "What this test compares"), ("p", text.compares)]
-    blocks += [("h", 2, "Verdicts"), ("p", rule_text(rule, judged_layer)),
-               ("table", verdict_table(a), True), ("p", READING)]
+    own = getattr(text, "verdict_rule", None)  # a test's own rule replaces the suite's rule and reading
+    blocks += [("h", 2, "Verdicts"), ("p", own or rule_text(rule, judged_layer)),
+               ("table", verdict_table(a, getattr(text, "controls", None)), True)] + ([("p", READING)] if own is None else [])
     if a.null is not None:
         blocks += [("h", 2, "The fair null: two independently randomized models"),
                    ("p", "At the judged stage, per method and metric: the similarity of the maps of two models whose "
