@@ -28,9 +28,9 @@ from benchmark.methods import CONTROLS
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.run_report import (Analysis, analyze, expected_controls, fmt_ci, read_calibration, read_null,
+from benchmark.report.run_report import (Analysis, analyze, expected_controls, read_calibration, read_null,
                                          summary_csv, versions_text)
-from benchmark.report.stats import nan_reasons_text, rule_text, summarize
+from benchmark.report.stats import fmt_ci, nan_reasons_text, rule_text, summarize
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.stats import (bands, judged_stage, mean_ci, nan_reasons_text, paired_difference, rule_text, summarize,
+from benchmark.report.localization import localization_blocks, read_localization
+from benchmark.report.stats import (bands, fmt_ci, judged_stage, nan_reasons_text, paired_difference, rule_text, summarize,
                                     verdicts)
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
@@ -122,48 +123,6 @@ def read_null(run_dir: Path) -> Optional[pd.DataFrame]:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def read_localization(run_dir: Path) -> Optional[pd.DataFrame]:
-    """localization.parquet (every map against the known regions), None where the data know no regions."""
-    path = Path(run_dir) / "localization.parquet"
-    return pd.read_parquet(path) if path.exists() else None
-
-
-LOCALIZATION_SCORES = {"pointing": "pointing game (share of maps whose largest pixel lies in the region)",
-                       "auc": "AUC of the map's values for \"inside the region\" (0.5: no better than chance)",
-                       "mass": "share of the map's mass inside the region"}
-
-
-def localization_table(loc: pd.DataFrame, score: str, layers: list[str], methods: list[str],
-                       seed: int = 0) -> pd.DataFrame:
-    """Rows methods, columns stages: mean [95% bootstrap CI] over images of one localization score."""
-    cells = {}
-    for (method, stage), g in loc[loc.score == score].groupby(["method", "stage"], sort=False):
-        v = g.value.dropna().to_numpy()
-        lo, hi = mean_ci(v, 0.95, 2000, rng.derive_seed(seed, "localization", method, score, int(stage)))
-        cells[method, int(stage)] = fmt_ci(float(v.mean()) if len(v) else np.nan, lo, hi)
-    rows = {m: [cells.get((m, k), "") for k in range(len(layers))] for m in methods if (m, 0) in cells}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=layers)
-
-
-def _localization_blocks(loc: Optional[pd.DataFrame], a: Analysis, meta: dict[str, Any]) -> list[tuple]:
-    if loc is None or loc.empty:
-        return []
-    n = loc.image.nunique()
-    blocks: list[tuple] = [
-        ("h", 2, "Where the evidence is: localization against the known regions"),
-        ("p", f"The data know where each image's evidence is ({meta['data'].get('label', 'a known region')}). Every "
-              f"scored map (all {n} images, every stage) against that region, from the map's unclipped |map| summed "
-              "over channels (benchmark.localization): a faithful map of the trained model points at the region, "
-              "and after randomization it must stop doing so. Localization alone does not tell a faithful map from "
-              "an input detector (the edge control points at a bright region at every stage); the change between "
-              "stages does. Mean [95% bootstrap interval] over images; every row is in localization.parquet.")]
-    for score, label in LOCALIZATION_SCORES.items():
-        if (loc.score == score).any():
-            blocks += [("h", 3, label[0].upper() + label[1:]),
-                       ("table", localization_table(loc, score, a.layers, a.methods, meta.get("seed", 0)), True)]
-    return blocks
-
-
 def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
     """summary.csv: one row per stage, method and metric, with the band and (on the judged stage) the verdict."""
     s = a.summary.copy()
@@ -181,14 +140,6 @@ def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
                      ("profile", meta["profile"]), ("seed", meta["seed"])):
         s[col] = val
     return s
-
-
-def fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not np.isfinite(lo) or lo == hi:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def verdict_table(a: Analysis, controls: Optional[dict[str, str]] = None) -> pd.DataFrame:
@@ -293,7 +244,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
                  F.save_png(F.model_output_figure(stages_df, meta["test"]), run_dir / name))
     blocks = _head_blocks(a, meta, arrays, text, rule) + [("figure", *f) for f in summary_figs]
     blocks += _similarity_blocks(a, calibration, rule)
-    blocks += _localization_blocks(read_localization(run_dir), a, meta)
+    blocks += localization_blocks(read_localization(run_dir), a.layers, a.methods, meta)
     blocks += [("h", 2, "Maps")] + [("figure", *f) for f in map_figs]
     if "tokens" in arrays:
         from benchmark.report.tokens import token_blocks

@@ -273,3 +273,11 @@ def check_verdict(rule: VerdictConfig, key: str = "verdict") -> None:
         raise ValueError(f"{key}.stage={rule.stage!r} must be 'last', 'first' or a stage's layer name, e.g. fc1")
     if not -1.0 <= rule.threshold <= 1.0:
         raise ValueError(f"{key}.threshold={rule.threshold} must lie in [-1, 1] (a similarity), e.g. 0.5")
+
+
+def fmt_ci(mean: float, lo: float, hi: float, digits: int = 2) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not np.isfinite(lo) or lo == hi:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
