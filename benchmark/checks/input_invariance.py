@@ -247,7 +247,7 @@ class InputInvariance(Check):
     default_methods = DEFAULT_METHODS
     # The controls ignore the model and see a constant shift as nothing (Sobel kernels sum to zero; the noise
     # control draws the same maps with the same key): invariant by construction, so they pass.
-    expected_control_verdict = "pass"
+    expected_controls = {"edge": "pass", "noise": "pass", "idf": "pass"}
 
     def configure(self, cfg: ExperimentConfig) -> None:
         """The folder; ``DEFAULT_METHODS`` when the default method list was left, ``DEFAULT_METRICS`` when the
@@ -333,7 +333,6 @@ class InputInvariance(Check):
                           f"{1 - tol:g}; fail when it lies beyond; inconclusive otherwise. "
                           "`input_invariance.tolerance=...` sets it. Passing is necessary, not sufficient: the edge "
                           "control passes, as does any map that ignores the model."),
-            controls={"edge": "pass", "noise": "pass", "idf": "pass"},
         )
 
     def judge(self, verdicts: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:

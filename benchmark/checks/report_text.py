@@ -24,5 +24,3 @@ class ReportText:
     # means the maps stayed the same: input invariance); None: the suite's. A test with its own rule defines
     # ``judge(verdicts, meta)``, which the report applies to the rule's verdicts.
     verdict_rule: Optional[str] = None
-    # The verdict each control should get in this test (None: the model tests' edge fail, noise pass).
-    controls: Optional[dict[str, str]] = None

@@ -105,11 +105,9 @@ def report_text(test: str, meta: dict[str, Any]) -> ReportText:
 
 
 def expected_controls(test: str) -> dict[str, str]:
-    """Control -> the verdict it should get in ``test``: the test's own (``ReportText.controls``), else the model
+    """Control -> the verdict it should get in ``test``: the test's own (``Check.expected_controls``), else the model
     tests' (``CONTROL_EXPECTED``: edge fail, noise pass)."""
-    hook = getattr(TESTS.get(test), "report_text", None)
-    own = getattr(hook({}) if hook is not None else None, "controls", None)
-    return CONTROL_EXPECTED if own is None else own
+    return getattr(TESTS.get(test), "expected_controls", None) or CONTROL_EXPECTED
 
 
 def read_calibration(run_dir: Path) -> Optional[pd.DataFrame]:
@@ -332,7 +330,7 @@ def _head_blocks(a: Analysis, meta: dict[str, Any], arrays: dict[str, np.ndarray
         blocks += [("h", 2, "What this test compares"), ("p", text.compares)]
     own = getattr(text, "verdict_rule", None)  # a test's own rule replaces the suite's rule and reading
     blocks += [("h", 2, "Verdicts"), ("p", own or rule_text(rule, judged_layer)),
-               ("table", verdict_table(a, getattr(text, "controls", None)), True)] + ([("p", READING)] if own is None else [])
+               ("table", verdict_table(a, expected_controls(meta["test"])), True)] + ([("p", READING)] if own is None else [])
     if a.null is not None:
         blocks += [("h", 2, "The fair null: two independently randomized models"),
                    ("p", "At the judged stage, per method and metric: the similarity of the maps of two models whose "
