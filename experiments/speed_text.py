@@ -19,6 +19,12 @@ trained), the same sentences and targets, the explained output of the default (t
 
 Agreement (untimed): the gradient, IG and leave-one-out maps of (a) and (b) per token, max |difference| relative to
 the largest |value|. Prints a table and one JSON line (``ratio``: (b) over (a)). Needs captum (the ``bench`` extra).
+
+``--roofline`` adds how close either way can come to this machine's limit: the model's FLOPs per token (counted by
+``torch.utils.flop_counter`` on one forward and one input-gradient backward), the rate of one float32 matrix product
+of the model's layer shape (``linear``, 800 x 384 by 384 x 1536), and the model's own rate forward and backward on a
+batch the size of a Captum call (50 items of 16 tokens). When the model already runs near the matrix product's rate,
+no batching can make the same arithmetic much faster; only work shared between methods can.
 """
 
 from __future__ import annotations
@@ -88,11 +94,43 @@ def captum_loop(model, tokens, target, sd_of):
     return out
 
 
+def roofline(model, n_items: int = 50, n_tokens: int = 16, repeats: int = 5) -> dict:
+    """GFLOP/s of this machine's float32 matrix product at the model's layer shape, and of the model forward + input
+    gradient on one batch; the model's FLOPs per token."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    hidden = model.word_embeddings().weight.shape[1]
+    e = torch.randn(n_items, n_tokens, hidden, requires_grad=True)
+    attn = torch.ones(n_items, n_tokens, dtype=torch.long)
+
+    def step():
+        out = model.hf(inputs_embeds=e, attention_mask=attn).logits[:, 0].sum()
+        return torch.autograd.grad(out, e)
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    x, w = torch.randn(n_items * n_tokens, hidden), torch.randn(4 * hidden, hidden)
+
+    def rate(fn, work):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return work * repeats / (time.perf_counter() - t0) / 1e9
+
+    sgemm = rate(lambda: torch.nn.functional.linear(x, w), 2 * x.shape[0] * hidden * w.shape[0])
+    model_rate = rate(step, flops)
+    return {"flops_per_token_fwd_bwd": flops / (n_items * n_tokens), "sgemm_gflops": round(sgemm, 1),
+            "model_gflops": round(model_rate, 1), "model_over_sgemm": round(model_rate / sgemm, 2)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-sentences", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--roofline", action="store_true", help="also the machine's matrix-product rate and the model's")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = ExperimentConfig()
@@ -128,6 +166,13 @@ def main(argv=None) -> dict:
               "captum_s": round(b, 2), "ratio": round(b / a, 2), "max_rel_diff": agree}
     print(f"| way | seconds |\n|---|--:|\n| this suite | {a:.1f} |\n| Captum loop | {b:.1f} |\n"
           f"ratio {b / a:.2f}x; max relative difference {agree}")
+    if args.roofline:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        result["roofline"] = roofline(model)
+        r = result["roofline"]
+        print(f"float32 matrix product {r['sgemm_gflops']} GFLOP/s; the model forward + input gradient "
+              f"{r['model_gflops']} GFLOP/s ({r['model_over_sgemm']:.0%} of it)")
     print(json.dumps(result))
     return result
 

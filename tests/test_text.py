@@ -634,3 +634,26 @@ def test_tiny_data_randomization_memorizes_permuted_labels_or_says_why(tiny_fold
     cfg.training.max_epochs, cfg.seed = 1, 1  # one epoch cannot memorize: the image test's message
     with pytest.raises(MemorizationError, match="below training.memorization_gate=0.9; raise training.max_epochs"):
         run(cfg)
+
+
+def test_speed_texts_roofline_counts_the_models_matrix_products(tiny):
+    """experiments/speed_text.py --roofline: FLOPs per token of forward + input gradient are at least the encoder's
+    linear layers twice over (forward and input gradient, 2 FLOPs a multiply-add) and at most that plus attention's
+    products and the per-item pooler and head; the rates it reports are positive."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import speed_text
+
+    _, model, _, _ = tiny
+    n_items, n_tokens = 4, 8
+    got = speed_text.roofline(model, n_items=n_items, n_tokens=n_tokens, repeats=1)
+    encoder = [m for name, m in model.hf.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in f".{name}."]
+    per_item = [m for name, m in model.hf.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." not in
+                f".{name}."]
+    low = 4 * sum(m.in_features * m.out_features for m in encoder)
+    hidden, layers = model.hf.config.hidden_size, model.hf.config.num_hidden_layers
+    high = low + 2 * 2 * 2 * n_tokens * hidden * layers + 4 * sum(m.in_features * m.out_features for m in per_item) / n_tokens
+    assert low <= got["flops_per_token_fwd_bwd"] <= high, (low, got, high)
+    assert got["sgemm_gflops"] > 0 and got["model_gflops"] > 0 and got["model_over_sgemm"] > 0
