@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 import hydra
 
 from benchmark.config import ExperimentConfig, ReportConfig
+from benchmark.methods.settings import as_settings, check_nodes
 from benchmark.runtime import available_cores, threads_per_job
 from benchmark.store import write_json
 from benchmark.training import MemorizationError
@@ -39,12 +40,17 @@ CONFIG_PATH = "pkg://benchmark.conf"
 
 
 def register_configs() -> None:
-    """The schemas of conf/, and one ``method`` option per Captum input attribution class (``captum_deeplift``,
-    ``captum_occlusion``, ...), each with its own settings node."""
+    """The schemas of conf/; one ``method`` option per registered method, its typed settings node made from the
+    method's dataclass (``benchmark.methods.settings``); and one per Captum input attribution class
+    (``captum_deeplift``, ``captum_occlusion``, ...), each with its own settings node."""
     cs = ConfigStore.instance()
     cs.store(name="base_experiment", node=ExperimentConfig)
     cs.store(name="base_report", node=ReportConfig)
     from benchmark.methods.captum import input_attributions
+    from benchmark.methods.settings import method_nodes
+
+    for name, schema in method_nodes().items():
+        cs.store(group="method", name=name, package="method", node={name: schema})
 
     for key, cls in input_attributions().items():
         name = f"captum_{key}"
@@ -76,8 +82,10 @@ OUTCOME = "outcome.json"  # one per sweep job, in its Hydra job folder
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
     """The composed Hydra config as the library's typed dataclass."""
+    check_nodes(cfg.method)
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, ExperimentConfig), type(obj)
+    obj.method = {name: as_settings(node) for name, node in obj.method.items()}  # typed nodes as plain settings
     return obj
 
 

@@ -12,6 +12,7 @@ import common  # noqa: F401  (registers the schema)
 from benchmark.config import Order, Profile, Reinit, resolve_profile
 from benchmark.data import LOADERS, PHOTO_LOADERS
 from benchmark.methods import METHODS
+from benchmark.methods.settings import method_nodes
 from benchmark.models import ARCHITECTURES, EXTERNAL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,20 +40,24 @@ def test_default_composes_with_every_method():
 @pytest.mark.parametrize("group", ["model", "data", "method", "randomization", "similarity", "experiment",
                                    "training", "verdict"])
 def test_every_option_of_every_group_composes(group):
+    if group == "method":  # typed nodes made from the dataclasses (benchmark.methods.settings), no YAML files
+        assert not (CONF / group).exists()
+        for name in method_nodes():
+            make([f"method=[{name}]"])
+        return
     for f in sorted((CONF / group).glob("*.yaml")):
-        make([f"{group}={f.stem}"] if group != "method" else [f"method=[{f.stem}]"])
+        make([f"{group}={f.stem}"])
 
 
-def test_registry_keys_have_conf_and_module_files():
+def test_registry_keys_have_options_and_module_files():
     from benchmark.data import TEXT_DATA
     from benchmark.methods import TEXT_METHODS
 
     for key, cls in {**TEXT_METHODS, **METHODS}.items():
-        assert (CONF / "method" / f"{key}.yaml").exists(), key
         # its own module, or the module of its family (perturbation.py: occlusion, leave_one_out, lime)
         assert cls.__module__.startswith("benchmark.methods."), key
         assert (ROOT / "benchmark" / "methods" / f"{cls.__module__.rsplit('.', 1)[1]}.py").exists(), key
-    assert {f.stem for f in (CONF / "method").glob("*.yaml")} == set(METHODS) | set(TEXT_METHODS)
+    assert set(method_nodes()) == set(METHODS) | set(TEXT_METHODS)
     assert {f.stem for f in (CONF / "model").glob("*.yaml")} == set(ARCHITECTURES) | set(EXTERNAL)
     assert {f.stem for f in (CONF / "data").glob("*.yaml")} == set(LOADERS) | set(PHOTO_LOADERS) | set(TEXT_DATA)
 
@@ -109,35 +114,45 @@ def test_verdict_rule_is_typed_and_does_not_change_the_run_id():
     assert report.verdict.rule == VerdictRule.threshold and report.root == "results" and report.out is None
 
 
-def test_every_method_conf_file_holds_its_dataclass_fields_and_defaults():
-    """The command line's defaults (benchmark/conf/method/<name>.yaml) are the Python API's (the method's dataclass):
-    every key is a field, every value its default. ``reduction: null`` means the text method's own default, and a text
-    IG's ``baseline: 0.0`` its zero baseline."""
+def test_every_method_option_holds_its_dataclass_fields_and_defaults():
+    """The command line's defaults (the typed node ``method=<name>``) are the Python API's (the method's dataclass):
+    the node has every setting of the image class and of its text twin, and building from the composed node gives
+    the method a plain ``cls()`` gives. ``reduction: null`` means the text method's own default, and a text IG's
+    ``baseline: 0.0`` its zero baseline."""
     import dataclasses
 
-    import yaml
+    from benchmark.methods import TEXT_METHODS, build_method
 
-    from benchmark.methods import TEXT_METHODS
-    from benchmark.methods.captum import CaptumMethod
-    from benchmark.methods.custom import CustomMethod
-
-    conf = Path(__file__).resolve().parents[1] / "benchmark" / "conf" / "method"
-    extra = {"captum": CaptumMethod, "custom": CustomMethod}
     checked = 0
-    for f in sorted(conf.glob("*.yaml")):
-        ((name, settings),) = yaml.safe_load(f.read_text()).items()
-        assert name == f.stem
-        classes = [c for c in (METHODS.get(name), TEXT_METHODS.get(name), extra.get(name)) if c is not None]
-        assert classes, f"{f.name}: {name!r} is no registered method"
-        for key, value in (settings or {}).items():
-            owners = [c for c in classes if key in {fl.name for fl in dataclasses.fields(c)}]
-            assert owners, f"{f.name}: {key!r} is no field of {[c.__name__ for c in classes]}"
-            for cls in owners:
-                fl = next(fl for fl in dataclasses.fields(cls) if fl.name == key)
-                default = fl.default if fl.default is not dataclasses.MISSING else fl.default_factory()
-                if key == "reduction" and value is None or (key, value, default) == ("baseline", 0.0, "zero"):
+    for name in method_nodes():
+        settings = make([f"method=[{name}]"]).method[name]
+        assert isinstance(settings, dict), (name, type(settings))
+        for modality, registry in (("image", METHODS), ("text", TEXT_METHODS)):
+            cls = registry.get(name)
+            if cls is None:
+                continue
+            fields = [f.name for f in dataclasses.fields(cls) if f.init]
+            assert set(fields) <= set(settings), f"method={name}: {set(fields) - set(settings)} missing from the node"
+            if name in ("captum", "custom"):  # no defaults to build from: a class path, a target
+                continue
+            built, default = build_method(name, settings, modality), cls()
+            for key in fields:
+                value, expect = getattr(built, key), getattr(default, key)
+                if (key, value, expect) == ("baseline", 0.0, "zero"):
                     continue
-                assert value == default or (isinstance(default, tuple) and list(default) == value), \
-                    f"{f.name}: {key}={value!r}, {cls.__name__}.{key} defaults to {default!r}"
+                assert value == expect, f"method={name} ({modality}): {key}={value!r}, {cls.__name__}() has {expect!r}"
                 checked += 1
     assert checked > 40
+
+
+def test_method_settings_are_typed_and_unknown_ones_are_refused():
+    cfg = make(["method=[smoothgrad,lime]", "method.smoothgrad.n_samples=7", "method.lime.n_segments=12"])
+    assert cfg.method["smoothgrad"] == {"n_samples": 7, "noise_level": 0.15, "reduction": None}
+    assert cfg.method["lime"]["n_segments"] == 12 and cfg.method["lime"]["fill"] == "zero"
+    with pytest.raises(ConfigCompositionException, match="samples"):
+        make(["method=[smoothgrad]", "method.smoothgrad.samples=3"])  # a typo: no such key in SmoothGradSettings
+    with pytest.raises((ConfigCompositionException, ValidationError), match="n_samples"):
+        make(["method=[smoothgrad]", "method.smoothgrad.n_samples=abc"])
+    with pytest.raises(ValueError, match=r"method.smoothgrad.samples=3: smoothgrad has no setting 'samples'; its "
+                                         r"settings are \['n_samples', 'noise_level', 'reduction'\]"):
+        make(["method=[smoothgrad]", "+method.smoothgrad.samples=3"])  # '+' adds it; to_experiment refuses it

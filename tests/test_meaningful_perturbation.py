@@ -170,11 +170,13 @@ def test_check_input_refuses_settings_too_large_for_the_images(key, value):
         MeaningfulPerturbation(**{key: value}).check_input((28, 28))
 
 
-def test_the_defaults_and_the_yaml_agree(monkeypatch):
+def test_the_defaults_and_the_command_lines_node_agree(monkeypatch):
+    from benchmark.methods.settings import method_nodes
+
     MeaningfulPerturbation().check()
-    node = OmegaConf.to_container(OmegaConf.load(ROOT / "benchmark/conf/method/meaningful_perturbation.yaml"))
+    node = OmegaConf.to_container(OmegaConf.structured(method_nodes()["meaningful_perturbation"]))
     defaults = {f.name: f.default for f in dataclasses.fields(MeaningfulPerturbation)}
-    assert node == {"meaningful_perturbation": defaults}
+    assert node == defaults
     from hydra import compose, initialize_config_dir
 
     import common

@@ -6,7 +6,6 @@ Comparisons are relative to the reference's scale (logits x100, as tests/test_me
 """
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,11 +23,11 @@ from zennit.rules import AlphaBeta, Epsilon, Pass, ZPlus
 from benchmark.engine import Engine
 from benchmark.methods import METHODS, build_method
 from benchmark.methods.masks import blurred
+from benchmark.methods.settings import method_nodes
 from benchmark.methods.propagation import LRP, LRP_RULES, DeepLift, check_lrp_model
 from benchmark.models.cnn import MnistCNN
 
 REL, RTOL, MIN_SCALE, LOGIT_SCALE = 1e-5, 1e-4, 1e-2, 100.0
-CONF = Path(__file__).resolve().parents[1] / "benchmark" / "conf" / "method"
 
 
 def assert_matches(out, ref, rel=REL):
@@ -357,10 +356,10 @@ def test_bad_settings_name_key_value_and_fix(method, key, value, fix):
 
 
 @pytest.mark.parametrize("cls", [LRP, DeepLift])
-def test_conf_files_hold_the_defaults(cls):
-    node = OmegaConf.to_container(OmegaConf.load(CONF / f"{cls.name}.yaml"))
-    assert node == {cls.name: {f: getattr(cls(), f) for f in cls.__dataclass_fields__}}
-    cls(**node[cls.name]).check()
+def test_the_command_lines_nodes_hold_the_defaults(cls):
+    node = OmegaConf.to_container(OmegaConf.structured(method_nodes()[cls.name]))
+    assert node == {f: getattr(cls(), f) for f in cls.__dataclass_fields__}
+    cls(**node).check()
 
 
 def test_the_engine_runs_both_with_parameters_frozen(cnn):
@@ -376,9 +375,9 @@ def test_the_engine_runs_both_with_parameters_frozen(cnn):
 
 
 @pytest.mark.skipif(not {"lrp", "deeplift"} <= set(METHODS), reason="not yet registered in benchmark/methods/__init__.py")
-def test_the_registry_builds_them_from_the_conf_files():
+def test_the_registry_builds_them_from_the_command_lines_nodes():
     for cls in (LRP, DeepLift):
-        settings = OmegaConf.to_container(OmegaConf.load(CONF / f"{cls.name}.yaml"))[cls.name]
+        settings = OmegaConf.to_container(OmegaConf.structured(method_nodes()[cls.name]))
         assert METHODS[cls.name] is cls and build_method(cls.name, settings) == cls(**settings)
     with pytest.raises(ValueError, match="method.lrp.rule='lrp0' is not an LRP rule"):
         build_method("lrp", {"rule": "lrp0"})

@@ -1,4 +1,5 @@
-"""Saliency methods and controls, by registry key (the same name as conf/method/<key>.yaml)."""
+"""Saliency methods and controls, by registry key (the command line's option ``method=<key>``, its typed settings node
+made from the class by ``benchmark.methods.settings``)."""
 
 from __future__ import annotations
 

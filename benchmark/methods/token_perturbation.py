@@ -91,7 +91,7 @@ class TokenLime(ExternalMethod):
 
     name = "token_lime"
     modality = "text"
-    n_samples: int = 100  # the command line's conf/method/token_lime.yaml (tests/test_config.py)
+    n_samples: int = 100
     replace: str = "mask"
     kernel_width: float = 0.25
     alpha: float = 1.0
