@@ -22,6 +22,7 @@ from torch import nn
 from benchmark.api_text import TEXT_DEFAULT_METHODS, is_text_input, text_setup
 from benchmark.checks import Models, get_test
 from benchmark.config import ExperimentConfig
+from benchmark.registry import load_plugins
 from benchmark.core import Result, compute, plan, probe_inputs
 from benchmark.data import Dataset
 from benchmark.methods import as_method
@@ -182,6 +183,7 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model is a {type(model).__name__}, not a torch.nn.Module classifier")
+    load_plugins(settings.get("plugins") or [])
     check = get_test(str(test))
     text = is_text_input(model, data)
     images, labels = (None, None) if text else _as_images(data)

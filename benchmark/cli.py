@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -31,6 +32,7 @@ import hydra
 
 from benchmark.config import ExperimentConfig, ReportConfig
 from benchmark.methods.settings import as_settings, check_nodes
+from benchmark.registry import load_plugins
 from benchmark.runtime import available_cores, threads_per_job
 from benchmark.store import write_json
 from benchmark.training import MemorizationError
@@ -73,7 +75,38 @@ def hydra_dir(root: str) -> str:
         return str(Path(tempfile.gettempdir()) / "sanity_check_hydra")
 
 
+def plugins_on_command_line(argv: list[str]) -> list[str]:
+    """The modules ``plugins=[...]`` names among the overrides (loaded before composing, so a method a plugin registers
+    is a ``method=`` option); a value that does not parse is left to ``to_experiment`` to refuse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [a for a in argv if a.lstrip("+").startswith("plugins=")]
+    try:
+        value = OverridesParser.create().parse_overrides(given[-1:])[0].value() if given else []
+    except Exception:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def load_command_line_plugins(argv: list[str]) -> None:
+    """Import the command line's plugins and make their methods and models options (``method=``, ``model=``); a
+    module that does not import is refused by ``to_experiment`` with the key and the fix, not here with a traceback."""
+    from benchmark.models import ARCHITECTURES
+
+    before = set(ARCHITECTURES)
+    try:
+        load_plugins(plugins_on_command_line(argv))
+    except ValueError:
+        return
+    register_configs()
+    for name in sorted(set(ARCHITECTURES) - before):  # a plugin's model: model=<name>, no YAML file needed
+        ConfigStore.instance().store(group="model", name=name, package="model", node={"name": name})
+
+
 register_configs()
+load_command_line_plugins(sys.argv[1:])
 if not OmegaConf.has_resolver("hydra_dir"):
     OmegaConf.register_new_resolver("hydra_dir", hydra_dir)
 
@@ -81,7 +114,8 @@ OUTCOME = "outcome.json"  # one per sweep job, in its Hydra job folder
 
 
 def to_experiment(cfg: DictConfig) -> ExperimentConfig:
-    """The composed Hydra config as the library's typed dataclass."""
+    """The composed Hydra config as the library's typed dataclass (the ``plugins`` it names imported first)."""
+    load_plugins(OmegaConf.select(cfg, "plugins", default=None) or [])
     check_nodes(cfg.method)
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, ExperimentConfig), type(obj)

@@ -277,6 +277,9 @@ class ExperimentConfig:
     # skipped with a logged reason; the runners set this to false when method= is given.
     skip_unsupported_methods: bool = _neutral("runtime", True)  # cfg.method holds what ran
     verdict: VerdictConfig = _neutral("report", factory=VerdictConfig)
+    # Modules imported before the config is read: the tests, methods, metrics and models they register are
+    # selectable by name (plugins=[my_tests] test=logits_only). The names a run uses are result keys.
+    plugins: List[str] = _neutral("runtime", factory=list)
 
 
 @dataclass

@@ -73,3 +73,67 @@ def test_recipe_runs_as_written(title, clean_registries, tmp_path, monkeypatch):
         df = namespace["result"].scores
         assert set(df.metric) == {"spearman_abs", "cosine_abs"}
         assert np.allclose(df[(df.metric == "cosine_abs") & (df.stage == 0)]["value"], 1.0, atol=1e-6)
+
+
+def plugin_module() -> str:
+    """The four recipes' registrations as one module (each recipe cut before its example run)."""
+    parts = []
+    for code in RECIPES.values():
+        lines = code.splitlines()
+        cut = next((i for i, line in enumerate(lines) if line.startswith(("model = ", "result = "))), len(lines))
+        parts.append("\n".join(lines[:cut]))
+    return "\n\n".join(parts) + "\n"
+
+
+def test_plugins_that_do_not_import_are_refused_with_the_key_and_the_fix(tmp_path, monkeypatch):
+    from benchmark.registry import load_plugins
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"plugins=\['no_such_module'\]: module 'no_such_module' does not import"):
+        load_plugins(["no_such_module"])
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('half-written')\n")
+    with pytest.raises(ValueError, match="RuntimeError: half-written.*install it"):
+        load_plugins(["broken_plugin"])
+    with pytest.raises(ValueError, match="must be a list of module names"):
+        load_plugins("my_suite")
+
+
+def test_a_plugin_module_registers_a_test_for_sanity_check(tmp_path, monkeypatch, clean_registries):
+    import sys
+
+    import torch
+
+    import benchmark
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_suite_api", raising=False)
+    (tmp_path / "my_suite_api.py").write_text(plugin_module())
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    try:
+        result = benchmark.sanity_check(model, torch.rand(4, 1, 28, 28), test="logits_only",
+                                        methods=["gradient", "abs_gradient"], plugins=["my_suite_api"])
+    finally:
+        sys.modules.pop("my_suite_api", None)
+    assert set(result.scores.test) == {"logits_only"}
+    assert set(result.scores.method) == {"gradient", "abs_gradient"}
+
+
+@pytest.mark.e2e
+def test_the_recipes_as_a_plugin_run_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    (tmp_path / "my_suite.py").write_text(plugin_module())
+    args = [sys.executable, "-m", "benchmark", "plugins=[my_suite]", "test=logits_only", "model=tiny_mlp",
+            "method=[gradient,abs_gradient]", "similarity.metrics=[spearman_abs,cosine_abs]", "experiment=smoke",
+            f"results_root={tmp_path / 'res'}", "progress=false"]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (scores,) = (tmp_path / "res").rglob("scores.parquet")
+    df = pd.read_parquet(scores)
+    assert set(df.test) == {"logits_only"}
+    assert set(df.method) == {"gradient", "abs_gradient"} and set(df.metric) == {"spearman_abs", "cosine_abs"}
+    assert sorted(df.stage.unique()) == [0, 1]
+    assert np.allclose(df[(df.metric == "cosine_abs") & (df.stage == 0)]["value"], 1.0, atol=1e-6)

@@ -10,7 +10,7 @@ from benchmark.checks import data_randomization, model_randomization  # noqa: F4
 from benchmark.checks import efficient_mprt, random_logit  # noqa: F401  (they register themselves)
 from benchmark.checks import smooth_mprt  # noqa: F401  (it registers itself)
 from benchmark.checks import input_invariance  # noqa: F401  (it registers itself)
-from benchmark.checks.base import TESTS, Check, Models, StageRun, get_test, register
+from benchmark.checks.base import TESTS, Check, Models, StageRun, get_test, register, unknown_test
 
 __all__ = ["FOLDERS", "TESTS", "Check", "Models", "StageRun", "check_test_value", "get_test", "register", "test_for"]
 
@@ -28,8 +28,7 @@ def check_test_value(cfg) -> None:
     runner sets ``test`` to the folder.
     """
     if cfg.test not in FOLDERS and cfg.test not in TESTS:
-        raise ValueError(f"test={cfg.test!r} is not a test folder; use model_randomization or data_randomization "
-                         f"(registered tests: {sorted(TESTS)})")
+        raise unknown_test(cfg.test)
     if cfg.test in TESTS and cfg.test not in FOLDERS:
         check = TESTS[cfg.test]
         check.configure(cfg)
@@ -53,5 +52,4 @@ def test_for(cfg) -> Check:
     if cfg.test == "model_randomization":
         return TESTS[cfg.randomization.order.value if hasattr(cfg.randomization.order, "value")
                      else str(cfg.randomization.order)]
-    raise ValueError(f"test={cfg.test!r} is not a test folder; use model_randomization or data_randomization "
-                     f"(registered tests: {sorted(TESTS)})")
+    raise unknown_test(cfg.test)

@@ -83,8 +83,11 @@ class Check:
         raise NotImplementedError
 
     def obtain(self, plan: Any, s: Any) -> Models:
-        """The models, trained or loaded as the config says (the command line's path)."""
-        raise NotImplementedError
+        """The models, trained or loaded as the config says (the command line's path): by default the one trained
+        model every model test starts from."""
+        from benchmark.checks.model_randomization import obtain_model
+
+        return Models(obtain_model(plan, s))
 
     def stage_models(self, plan: Any, models: Models) -> StageRun:
         raise NotImplementedError
@@ -106,8 +109,15 @@ def register(check: Check) -> Check:
     return add(TESTS, check.name, check, "test")
 
 
+def unknown_test(name: Any) -> ValueError:
+    """The error for a ``test`` that names neither a registered test nor a results folder."""
+    return ValueError(f"test={name!r} is not a registered test; use one of {sorted(TESTS)} (or a results folder: "
+                      "model_randomization, data_randomization), or load the module that registers it with "
+                      "plugins=[module]")
+
+
 def get_test(name: str) -> Check:
     try:
         return TESTS[name]
     except KeyError:
-        raise ValueError(f"test={name!r} is not a registered test; use one of {sorted(TESTS)}") from None
+        raise unknown_test(name) from None

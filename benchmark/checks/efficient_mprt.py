@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import entropy as scipy_entropy
 
 from benchmark.checks.base import Check, Models, StageRun, register
-from benchmark.checks.model_randomization import model_meta, obtain_model, randomized_stages
+from benchmark.checks.model_randomization import model_meta, randomized_stages
 from benchmark.checks.report_text import ReportText
 from benchmark.config import ENTROPY_BIN_RULES, ExperimentConfig, Order, SimilarityConfig, check_entropy_bins
 from benchmark.randomization import Stage, stages
@@ -109,9 +109,6 @@ class EfficientMPRT(Check):
                              "every unit randomized) for token maps")
         cascade = stages(arch, Order.cascading, cfg.randomization.units)
         return [cascade[0], Stage(1, "fully_randomized", cascade[-1].units)]
-
-    def obtain(self, plan: Any, s: Any) -> Models:
-        return Models(obtain_model(plan, s))
 
     def stage_models(self, plan: Any, models: Models) -> StageRun:
         return randomized_stages(plan.cfg, plan.arch, models.trained.model, plan.stages)

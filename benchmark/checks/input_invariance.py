@@ -42,7 +42,6 @@ import torch
 from benchmark import rng
 from benchmark.checks.base import Check, Models, StageRun, register
 from benchmark.checks.invariance_scores import METRIC, judge, max_abs_difference, mean_abs_difference  # noqa: F401
-from benchmark.checks.model_randomization import obtain_model
 from benchmark.checks.report_text import ReportText
 from benchmark.config import ExperimentConfig, InputInvarianceConfig, SimilarityConfig
 from benchmark.input_shift import FirstLayer, ShiftedInput, absorbed, equivalence, first_layer
@@ -283,9 +282,6 @@ class InputInvariance(Check):
             probe = torch.rand((2, *shape), generator=rng.generator(cfg.seed, NAME, "probe"))
             first_layer(model, probe, f"model {arch.name!r}")
         return [Stage(0, "original", ()), Stage(1, "shifted", ())]
-
-    def obtain(self, plan: Any, s: Any) -> Models:
-        return Models(obtain_model(plan, s))
 
     def stage_models(self, plan: Any, models: Models) -> StageRun:
         """f1 as trained, then f2 (the first layer absorbing the shift, restored afterwards) yielded as

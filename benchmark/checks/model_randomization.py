@@ -50,9 +50,6 @@ class ModelRandomization(Check):
     def stages(self, arch: Any, cfg: ExperimentConfig) -> list[Stage]:
         return stages(arch, cfg.randomization.order, cfg.randomization.units)
 
-    def obtain(self, plan: Any, s: Any) -> Models:
-        return Models(obtain_model(plan, s))
-
     def stage_models(self, plan: Any, models: Models) -> StageRun:
         """Each unit is drawn once for every stage it is part of (``randomized(..., drawn)``), and the stages can go
         together (``shared_model``), sharing the drawn weights. The draws are kept only when a unit is part of

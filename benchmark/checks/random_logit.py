@@ -23,7 +23,7 @@ import torch
 
 from benchmark import rng
 from benchmark.checks.base import Check, Models, StageRun, register
-from benchmark.checks.model_randomization import model_meta, obtain_model
+from benchmark.checks.model_randomization import model_meta
 from benchmark.checks.report_text import ReportText
 from benchmark.config import ExperimentConfig
 from benchmark.randomization import Stage
@@ -74,9 +74,6 @@ class RandomLogit(Check):
         if n < MIN_CLASSES:
             raise ValueError(too_few_classes(n, f"model {arch.name!r}"))
         return [Stage(0, "original", ()), Stage(1, "random_class", (), target=partial(other_classes, cfg.seed))]
-
-    def obtain(self, plan: Any, s: Any) -> Models:
-        return Models(obtain_model(plan, s))
 
     def stage_models(self, plan: Any, models: Models) -> StageRun:
         """The trained model twice, one stage at a time (no shared model: nothing is re-initialized)."""

@@ -55,7 +55,7 @@ import torch
 
 from benchmark import rng
 from benchmark.checks.base import Check, Models, StageRun, register
-from benchmark.checks.model_randomization import model_meta, obtain_model, randomized_stages
+from benchmark.checks.model_randomization import model_meta, randomized_stages
 from benchmark.checks.report_text import ReportText
 from benchmark.config import ExperimentConfig, Order, SmoothMPRTConfig
 from benchmark.randomization import Stage, stages
@@ -165,9 +165,6 @@ class SmoothMPRT(Check):
                              f"model {arch.name!r} is a {arch.modality} classifier; use test=bottom_up (the same "
                              "stages without the noisy copies) for token maps")
         return stages(arch, Order.bottom_up, cfg.randomization.units)
-
-    def obtain(self, plan: Any, s: Any) -> Models:
-        return Models(obtain_model(plan, s))
 
     def stage_models(self, plan: Any, models: Models) -> StageRun:
         """The bottom-up stages on the trained model (each unit drawn once for all its stages, restored afterwards),

@@ -7,15 +7,14 @@ pass (``benchmark.models.derive``) unless ``model.units`` declares them.
 from __future__ import annotations
 
 import difflib
-import importlib
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from benchmark.registry import import_module
 from benchmark.models.derive import check_gradcam_layer, check_units, probe, reset_init, units_table
 
 log = logging.getLogger(__name__)
@@ -27,13 +26,7 @@ def import_target(spec: Optional[str], key: str) -> Any:
         raise ValueError(f"{key}={spec!r} must be an import path 'module:attribute', e.g. my_models:make_net "
                          "(a module importable from the current folder or the installed packages)")
     module_name, _, attr = spec.partition(":")
-    if str(Path.cwd()) not in sys.path and "" not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:
-        raise ValueError(f"{key}={spec!r}: module {module_name!r} does not import ({type(err).__name__}: {err}); "
-                         "run from the folder that holds it or install it") from None
+    module = import_module(module_name, key, spec)
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
