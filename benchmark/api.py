@@ -200,35 +200,53 @@ def sanity_check(model: nn.Module, data: Any, test: str = "cascading", methods: 
     if test == "data_randomization" and (random_model is None) == (train_fn is None):
         raise ValueError("test='data_randomization' needs the random-label model: random_model=<model trained on "
                          "permuted labels>, or train_fn=<(images, labels) -> model> with train_data=(images, labels)")
+    others = (random_model, train_fn, train_data)
     with _restored(model, random_model), _visible_logs(quiet):
-        device, threads, determinism = runtime_setup(cfg)
+        runtime = runtime_setup(cfg)
         if text:
-            wrapped, arch, dataset = text_setup(cfg, model, data, tokenizer, model_name, settings)
-            identity = {"model": _model_digest(model), "images": _digest(dataset.eval_images, dataset.eval_labels)}
-            if random_model is not None:
-                identity["random_model"] = _model_digest(random_model)
-                random_model = type(wrapped)(getattr(random_model, "hf", random_model), wrapped.special_ids,
-                                             wrapped.output)
-            p = plan(cfg, arch, given, identity, check)
-            chosen = select_images(dataset, cfg.n_images)
-            check_target(cfg, dataset, chosen[1])
-            s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
-            return compute(p, s, _models(p, s, wrapped, random_model, train_fn, train_data))
-        first = next(model.parameters(), None)
-        if first is not None and first.is_floating_point() and first.dtype != images.dtype:
-            images = images.to(first.dtype)  # a float64 (or half) model gets its own precision: maps stay float32
-        example = images[:2].to(first.device if first is not None else "cpu")
-        arch = _architecture(model, example, model_name, units, gradcam_layer)
-        identity = {"model": _model_digest(model), "images": _digest(images, labels)}  # by content, in the run id
-        if random_model is not None:
-            identity["random_model"] = _model_digest(random_model)
-        p = plan(cfg, arch, given, identity, check)
-        dataset = _dataset(images, labels, data_name, int(arch.derived["num_classes"]), identity["images"])
-        chosen = select_images(dataset, cfg.n_images)
-        check_target(cfg, dataset, chosen[1])
-        s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
-        probe_inputs(p.methods, s)
-        return compute(p, s, _models(p, s, model, random_model, train_fn, train_data))
+            return _check_text(cfg, check, given, model, data, tokenizer, model_name, settings, others, runtime)
+        return _check_images(cfg, check, given, model, images, labels, (model_name, data_name, units, gradcam_layer),
+                             others, runtime)
+
+
+def _check_text(cfg: ExperimentConfig, check: Any, given: list, model: nn.Module, data: Any, tokenizer: Any,
+                model_name: Optional[str], settings: dict, others: tuple, runtime: tuple) -> Result:
+    """``sanity_check`` on a text classifier: the wrapped model, its token dataset, then the run."""
+    random_model, train_fn, train_data = others
+    device, threads, determinism = runtime
+    wrapped, arch, dataset = text_setup(cfg, model, data, tokenizer, model_name, settings)
+    identity = {"model": _model_digest(model), "images": _digest(dataset.eval_images, dataset.eval_labels)}
+    if random_model is not None:
+        identity["random_model"] = _model_digest(random_model)
+        random_model = type(wrapped)(getattr(random_model, "hf", random_model), wrapped.special_ids, wrapped.output)
+    p = plan(cfg, arch, given, identity, check)
+    chosen = select_images(dataset, cfg.n_images)
+    check_target(cfg, dataset, chosen[1])
+    s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
+    return compute(p, s, _models(p, s, wrapped, random_model, train_fn, train_data))
+
+
+def _check_images(cfg: ExperimentConfig, check: Any, given: list, model: nn.Module, images: torch.Tensor,
+                  labels: torch.Tensor, naming: tuple, others: tuple, runtime: tuple) -> Result:
+    """``sanity_check`` on an image classifier: its units (derived or given), the dataset, the probes, the run."""
+    model_name, data_name, units, gradcam_layer = naming
+    random_model, train_fn, train_data = others
+    device, threads, determinism = runtime
+    first = next(model.parameters(), None)
+    if first is not None and first.is_floating_point() and first.dtype != images.dtype:
+        images = images.to(first.dtype)  # a float64 (or half) model gets its own precision: maps stay float32
+    example = images[:2].to(first.device if first is not None else "cpu")
+    arch = _architecture(model, example, model_name, units, gradcam_layer)
+    identity = {"model": _model_digest(model), "images": _digest(images, labels)}  # by content, in the run id
+    if random_model is not None:
+        identity["random_model"] = _model_digest(random_model)
+    p = plan(cfg, arch, given, identity, check)
+    dataset = _dataset(images, labels, data_name, int(arch.derived["num_classes"]), identity["images"])
+    chosen = select_images(dataset, cfg.n_images)
+    check_target(cfg, dataset, chosen[1])
+    s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
+    probe_inputs(p.methods, s)
+    return compute(p, s, _models(p, s, model, random_model, train_fn, train_data))
 
 
 def _dataset(images: torch.Tensor, labels: torch.Tensor, name: str, num_classes: int, digest: str) -> Dataset:

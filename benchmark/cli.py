@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -30,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import hydra
 
+from benchmark.cli_configs import CONFIG_PATH, hydra_dir, load_command_line_plugins, register_configs
 from benchmark.config import ExperimentConfig, ReportConfig
 from benchmark.methods.settings import as_settings, check_nodes
 from benchmark.registry import load_plugins
@@ -38,73 +38,6 @@ from benchmark.store import write_json
 from benchmark.training import MemorizationError
 
 log = logging.getLogger("benchmark")
-CONFIG_PATH = "pkg://benchmark.conf"
-
-
-def register_configs() -> None:
-    """The schemas of conf/; one ``method`` option per registered method, its typed settings node made from the
-    method's dataclass (``benchmark.methods.settings``); and one per Captum input attribution class
-    (``captum_deeplift``, ``captum_occlusion``, ...), each with its own settings node."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_experiment", node=ExperimentConfig)
-    cs.store(name="base_report", node=ReportConfig)
-    from benchmark.methods.captum import input_attributions
-    from benchmark.methods.settings import method_nodes
-
-    for name, schema in method_nodes().items():
-        cs.store(group="method", name=name, package="method", node={name: schema})
-
-    for key, cls in input_attributions().items():
-        name = f"captum_{key}"
-        cs.store(group="method", name=name, package="method",
-                 node={name: {"attribution": cls.__name__, "init_kwargs": {}, "attribute_kwargs": {}}})
-
-
-def hydra_dir(root: str) -> str:
-    """Where Hydra keeps its job folders: ``<root>/.hydra``, or the system's temporary folder when ``root`` cannot
-    hold it (a file, an unwritable place), so the suite's own check names ``results_root`` instead of Hydra
-    failing with a traceback before any of the suite's code runs."""
-    import tempfile
-
-    path = Path(str(root)).expanduser() / ".hydra"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-        return str(path)
-    except OSError:
-        return str(Path(tempfile.gettempdir()) / "sanity_check_hydra")
-
-
-def plugins_on_command_line(argv: list[str]) -> list[str]:
-    """The modules ``plugins=[...]`` names among the overrides (loaded before composing, so a method a plugin registers
-    is a ``method=`` option); a value that does not parse is left to ``to_experiment`` to refuse."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    given = [a for a in argv if a.lstrip("+").startswith("plugins=")]
-    try:
-        value = OverridesParser.create().parse_overrides(given[-1:])[0].value() if given else []
-    except Exception:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def load_command_line_plugins(argv: list[str]) -> None:
-    """Import the command line's plugins and make their methods and models options (``method=``, ``model=``); a
-    module that does not import is refused by ``to_experiment`` with the key and the fix, not here with a traceback."""
-    from benchmark.models import ARCHITECTURES
-
-    before = set(ARCHITECTURES)
-    try:
-        load_plugins(plugins_on_command_line(argv))
-    except ValueError:
-        return
-    register_configs()
-    for name in sorted(set(ARCHITECTURES) - before):  # a plugin's model: model=<name>, no YAML file needed
-        ConfigStore.instance().store(group="model", name=name, package="model", node={"name": name})
-
-
 register_configs()
 load_command_line_plugins(sys.argv[1:])
 if not OmegaConf.has_resolver("hydra_dir"):

@@ -7,42 +7,15 @@ accepts their names from YAML and the command line.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 # The closed choices (enums), defined in benchmark.choices and imported from here everywhere.
 from benchmark.choices import (BatchNormStats, ConvInputGrad, Correlation, Device, Order, Profile,  # noqa: F401
                                Reinit, SsimWindow, Target, VerdictRule)
-
-
-# The groups of keys that change no value: how a run computes (runtime), where it writes (paths), how its
-# reports judge (report). Every other key is a result key: the run id hashes exactly those.
-NEUTRAL_GROUPS = ("runtime", "paths", "report")
-
-
-def _neutral(group: str, default: Any = MISSING, factory: Any = MISSING) -> Any:
-    """A config field in one of ``NEUTRAL_GROUPS`` (its group in the field's metadata)."""
-    assert group in NEUTRAL_GROUPS, group
-    return field(default=default, default_factory=factory, metadata={"group": group})
-
-
-def _hashed_unless_default(default: Any) -> Any:
-    """A result key added after run ids were first issued: hashed into the run id only when it differs from
-    ``default``, so every run made before it existed keeps its id (``hash_omitted``, ``store.config_hash``)."""
-    return field(default=default, metadata={"hash": "unless_default"})
-
-
-def hash_omitted(cfg: Any) -> list[tuple[str, str]]:
-    """(group, key) of every ``_hashed_unless_default`` key of ``cfg``'s groups that is at its default."""
-    out = []
-    for group in fields(cfg):
-        value = getattr(cfg, group.name)
-        if not is_dataclass(value):
-            continue
-        for f in fields(value):
-            if f.metadata.get("hash") == "unless_default" and getattr(value, f.name) == f.default:
-                out.append((group.name, f.name))
-    return out
+# How a field enters the run id (its group in the field's metadata), defined in benchmark.config_fields.
+from benchmark.config_fields import (NEUTRAL_GROUPS, hashed_unless_default, neutral, hash_omitted,  # noqa: F401
+                                     neutral_keys)
 
 
 # numpy.histogram_bin_edges' rules, accepted by similarity.entropy_bins.
@@ -87,9 +60,9 @@ class ModelConfig:
     # model=hf: a Hugging Face sequence-classification model by folder or hub name (model=minilm: the bundled
     # all-MiniLM-L6-v2). Text models only: the longest sentence read, in tokens (None: the model's maximum), and
     # the output a token map explains (logit | probability | loss; None: loss, the log-probability of the target).
-    name_or_path: Optional[str] = _hashed_unless_default(None)
-    max_length: Optional[int] = _hashed_unless_default(None)
-    output: Optional[str] = _hashed_unless_default(None)
+    name_or_path: Optional[str] = hashed_unless_default(None)
+    max_length: Optional[int] = hashed_unless_default(None)
+    output: Optional[str] = hashed_unless_default(None)
 
 
 @dataclass
@@ -111,18 +84,18 @@ class DataConfig:
     crop: Optional[int] = None
     # data=planted (benchmark/data/planted.py): the square's side in pixels, and what decides the label
     # (pattern: the square's place; digit: the digit, the square a distractor).
-    planted_size: int = _hashed_unless_default(3)
-    planted_variant: str = _hashed_unless_default("pattern")
+    planted_size: int = hashed_unless_default(3)
+    planted_variant: str = hashed_unless_default("pattern")
     # the images the squares are planted in: digits (scikit-learn's bundled digits) or mnist (the MNIST files under
     # data.root, both splits as data=mnist reads them)
-    planted_base: str = _hashed_unless_default("digits")
+    planted_base: str = hashed_unless_default("digits")
     # data=sentiment: some of amazon, imdb, yelp (None: all three). data=text_file: the sentence and label
     # columns (names with a header row, 0-based positions without; None: 0 and 1) and the delimiter (None: ","
     # for .csv, a tab otherwise).
-    sources: Optional[List[str]] = _hashed_unless_default(None)
-    text_column: Any = _hashed_unless_default(None)
-    label_column: Any = _hashed_unless_default(None)
-    delimiter: Optional[str] = _hashed_unless_default(None)
+    sources: Optional[List[str]] = hashed_unless_default(None)
+    text_column: Any = hashed_unless_default(None)
+    label_column: Any = hashed_unless_default(None)
+    delimiter: Optional[str] = hashed_unless_default(None)
 
 
 @dataclass
@@ -180,7 +153,7 @@ class SimilarityConfig:
     # Histogram bins of the entropy metric (entropy_change, the efficient MPRT's score): a whole number of
     # equal-width bins (100, Quantus' default), or one of numpy's rules (ENTROPY_BIN_RULES) applied per image to
     # the reference map, clamped to [10, 200] as Quantus clamps its rules. Left out of the run id at its default.
-    entropy_bins: Any = _hashed_unless_default(100)
+    entropy_bins: Any = hashed_unless_default(100)
 
 
 @dataclass
@@ -190,8 +163,8 @@ class SmoothMPRTConfig:
     image, the last copy without noise (Quantus' ``nr_samples`` and ``noise_magnitude``). Left out of the run id
     at their defaults."""
 
-    n_samples: int = _hashed_unless_default(50)
-    noise_level: float = _hashed_unless_default(0.1)
+    n_samples: int = hashed_unless_default(50)
+    noise_level: float = hashed_unless_default(0.1)
 
 
 @dataclass
@@ -201,8 +174,8 @@ class InputInvarianceConfig:
     ``tolerance``: how far from identical a method's maps may be and still count as invariant (the mean
     difference of the min-max scaled maps, or 1 - similarity). Left out of the run id at their defaults."""
 
-    shift: Any = _hashed_unless_default("mean")
-    tolerance: float = _hashed_unless_default(1e-3)
+    shift: Any = hashed_unless_default("mean")
+    tolerance: float = hashed_unless_default(1e-3)
 
 
 @dataclass
@@ -254,32 +227,32 @@ class ExperimentConfig:
     seed: int = 0
     device: Device = Device.auto
     # Bytes of activations one forward/backward chunk may hold, in MiB.
-    memory_budget_mb: int = _neutral("runtime", 1024)
+    memory_budget_mb: int = neutral("runtime", 1024)
     # Explain the stages of a model-randomization run together, computing the layers a stage leaves
     # unchanged once for all stages (models with steps(): all five). Same maps, bit for bit; fewer passes.
-    share_unchanged_layers: bool = _neutral("runtime", True)
+    share_unchanged_layers: bool = neutral("runtime", True)
     # Input gradient of convolutions with at most 3 input channels (a model's first layer): "auto" computes
     # it as a matrix product and shifted sums on a CPU, several times faster than oneDNN's kernel; equal to
     # PyTorch's "aten" kernel up to float32 rounding (the order of the sums differs).
-    conv_input_grad: ConvInputGrad = _neutral("runtime", ConvInputGrad.auto)
+    conv_input_grad: ConvInputGrad = neutral("runtime", ConvInputGrad.auto)
     # Held-out accuracy of every stage's model (forward passes over the whole held-out split).
-    stage_accuracy: bool = _neutral("runtime", True)
+    stage_accuracy: bool = neutral("runtime", True)
     # Maps of the first images kept in maps.npz for figures and re-checks.
     n_saved_images: int = 8
     # Images shown in the report's grid of maps.
-    n_figure_images: int = _neutral("report", 3)
-    results_root: str = _neutral("paths", "results")
-    cache_dir: Optional[str] = _neutral("paths", None)  # None: <results_root>/.cache
-    overwrite: bool = _neutral("paths", False)
-    progress: bool = _neutral("runtime", True)
-    num_threads: Optional[int] = _neutral("runtime", None)
+    n_figure_images: int = neutral("report", 3)
+    results_root: str = neutral("paths", "results")
+    cache_dir: Optional[str] = neutral("paths", None)  # None: <results_root>/.cache
+    overwrite: bool = neutral("paths", False)
+    progress: bool = neutral("runtime", True)
+    num_threads: Optional[int] = neutral("runtime", None)
     # With the default method list, methods the model cannot support (GradCAM on an MLP) are
     # skipped with a logged reason; the runners set this to false when method= is given.
-    skip_unsupported_methods: bool = _neutral("runtime", True)  # cfg.method holds what ran
-    verdict: VerdictConfig = _neutral("report", factory=VerdictConfig)
+    skip_unsupported_methods: bool = neutral("runtime", True)  # cfg.method holds what ran
+    verdict: VerdictConfig = neutral("report", factory=VerdictConfig)
     # Modules imported before the config is read: the tests, methods, metrics and models they register are
     # selectable by name (plugins=[my_tests] test=logits_only). The names a run uses are result keys.
-    plugins: List[str] = _neutral("runtime", factory=list)
+    plugins: List[str] = neutral("runtime", factory=list)
 
 
 @dataclass
@@ -293,13 +266,8 @@ class ReportConfig:
     metric: str = "spearman_abs"
 
 
-def neutral_keys(cls: type = ExperimentConfig) -> frozenset[str]:
-    """The keys whose field says they change no value (groups runtime, paths, report): left out of the run id."""
-    return frozenset(f.name for f in fields(cls) if f.metadata.get("group") in NEUTRAL_GROUPS)
-
-
 # Keys that do not change a run's results, read off the fields' groups.
-NON_RESULT_KEYS = neutral_keys()
+NON_RESULT_KEYS = neutral_keys(ExperimentConfig)
 
 PROFILES: dict[Profile, dict[str, Any]] = {
     Profile.paper: {

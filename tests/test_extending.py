@@ -137,3 +137,40 @@ def test_the_recipes_as_a_plugin_run_from_the_command_line(tmp_path):
     assert set(df.method) == {"gradient", "abs_gradient"} and set(df.metric) == {"spearman_abs", "cosine_abs"}
     assert sorted(df.stage.unique()) == [0, 1]
     assert np.allclose(df[(df.metric == "cosine_abs") & (df.stage == 0)]["value"], 1.0, atol=1e-6)
+
+
+def _installed_package(root: Path, module: str, source: str) -> None:
+    """A package installed under ``root`` as pip leaves one: its module and a dist-info folder with its entry point."""
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[saliency_sanity_checks.plugins]\nsuite = {module}\n")
+
+
+def test_installed_packages_register_through_their_entry_point(tmp_path, monkeypatch, clean_registries):
+    import sys
+
+    from benchmark import registry
+
+    metric = RECIPES["a metric"].split("\nmodel = ")[0]
+    _installed_package(tmp_path, "installed_metric_suite", metric)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_installed_loaded", False)
+    monkeypatch.delitem(sys.modules, "installed_metric_suite", raising=False)
+    assert "cosine_abs" not in METRICS
+    registry.load_plugins([])
+    assert "cosine_abs" in METRICS
+    sys.modules.pop("installed_metric_suite", None)
+
+
+def test_an_installed_plugin_that_does_not_import_names_its_package(tmp_path, monkeypatch):
+    from benchmark import registry
+
+    _installed_package(tmp_path, "broken_installed_suite", "raise ImportError('missing dependency')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_installed_loaded", False)
+    with pytest.raises(ValueError, match=r"installed plugin suite = 'broken_installed_suite'.*package "
+                                         r"'broken_installed_suite'.*missing dependency.*fix or uninstall"):
+        registry.load_plugins([])
+    assert registry._installed_loaded is False  # the next run asks again

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from benchmark import store
-from benchmark.collect import collect
+from benchmark.collect import Collection, collect
 from benchmark.config import NON_RESULT_KEYS, VerdictConfig
 from benchmark.methods import CONTROLS
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.render import markdown, to_html
-from benchmark.report.run_report import (Analysis, analyze, expected_controls, read_calibration, read_null,
-                                         summary_csv, versions_text)
+from benchmark.report.analysis import Analysis, analyze, expected_controls, read_calibration, read_null
+from benchmark.report.run_tables import summary_csv, versions_text
 from benchmark.report.stats import fmt_ci, nan_reasons_text, rule_text, summarize
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,33 @@ def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optio
     if not col.runs and not col.skipped:
         raise ValueError(f"root={str(root)!r} holds no run folders (no status.json below it); run an experiment "
                          "first, e.g. python experiments/model_randomization.py, or point root at its results")
+    _check_stage(rule, col, root)
+    analyses, summary, verdicts, prov = _analyse_runs(col, root, rule)
+    store.atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False))
+    store.atomic_write(out / "verdicts.csv", lambda p: verdicts.to_csv(p, index=False))
 
+    blocks = _head_blocks(root, col, summary, metric, rule)
+    if len(verdicts):
+        blocks += _result_blocks(col, summary, verdicts, analyses, metric, rule, out / "figures")
+    blocks += _provenance_blocks(root, col, prov)
+    store.write_text(out / "report.md", markdown(blocks))
+    store.write_text(out / "report.html", to_html(blocks, f"Sanity checks across runs: {root}"))
+    log.info("comparative report of %d runs (%d skipped): %s", len(col.runs), len(col.skipped), out / "report.html")
+    return out
+
+
+def _check_stage(rule: VerdictConfig, col: Collection, root: Path) -> None:
+    """A ``verdict.stage`` named by its layer must be a stage of the runs."""
     if rule.stage not in ("last", "first") and col.runs:
         layers = sorted({str(x) for x in col.scores.layer.unique()} - {"original", "true_labels"})
         if rule.stage not in layers:
             raise ValueError(f"verdict.stage={rule.stage!r} is no stage of the runs under root={str(root)!r}; use "
                              f"last, first or one of {layers}")
+
+
+def _analyse_runs(col: Collection, root: Path, rule: VerdictConfig) -> tuple[dict[str, Analysis], pd.DataFrame, pd.DataFrame,
+                                                                        list[dict[str, Any]]]:
+    """Every finished run analysed as its own report does: analyses by run id, summary rows, verdicts, provenance."""
     analyses: dict[str, Analysis] = {}
     summaries, verdict_rows, prov = [], [], []
     for run in col.runs:
@@ -101,49 +122,55 @@ def write_comparative_report(root: Path, out: Optional[Path] = None, rule: Optio
         prov.append(_provenance(run, root, a))
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     verdicts = pd.concat(verdict_rows, ignore_index=True) if verdict_rows else pd.DataFrame()
-    store.atomic_write(out / "summary.csv", lambda p: summary.to_csv(p, index=False))
-    store.atomic_write(out / "verdicts.csv", lambda p: verdicts.to_csv(p, index=False))
-    runs_by_id = {r.run_id: r for r in col.runs}
+    return analyses, summary, verdicts, prov
 
-    blocks: list[tuple] = [("h", 1, f"Sanity checks across runs: {root}")]
-    blocks.append(("facts", [
+
+def _head_blocks(root: Path, col: Collection, summary: pd.DataFrame, metric: str, rule: VerdictConfig) -> list[tuple]:
+    """Title and facts: runs used and skipped, the metric of the tables, the verdict rule, when it was written."""
+    return [("h", 1, f"Sanity checks across runs: {root}"), ("facts", [
         ("runs used", f"{len(col.runs)} finished runs ({summary.run_id.nunique() if len(summary) else 0} with scores)"),
         ("runs skipped", f"{len(col.skipped)} (failed or unfinished; listed below with the reason)"),
         ("metric of the cross-run tables", F.metric_label(metric) + " (every metric is in summary.csv and "
                                                                     "verdicts.csv)"),
         ("verdict rule", f"{rule.rule.value}, stage {rule.stage!r}"),
         ("written", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
-    ]))
-    figs_dir = out / "figures"
-    if len(verdicts):
-        blocks += [("h", 2, "Verdicts: methods x tests x models x seeds"), ("p", rule_text(rule)),
-                   ("p", f"Cells: verdict · mean [95% interval] of {F.metric_label(metric)} at the judged stage; "
-                         "the last column says whether the seeds agree. Runs that differ in more than their seed "
-                         "(images, methods, settings) are separate variants (see the provenance table)."),
-                   ("table", _verdict_matrix(verdicts, metric), False)]
-        blocks += _paper_blocks(verdicts, summary, metric)
-        blocks += [("h", 2, "Figures")]
-        blocks += _figures(col.scores, summary, verdicts, analyses, runs_by_id, metric, rule, figs_dir)
-        blocks += [("h", 2, "The models"),
-                   ("p", "Accuracy of every model used, and the change of the model's own output per stage "
-                         "(held-out accuracy; Spearman of the explained images' logits against the reference "
-                         "model's; share of changed predictions)."),
-                   ("table", _models_table(col.runs), False),
-                   ("table", _stages_table(col.runs), False),
-                   ("h", 2, "Honesty: NaN scores, tied values, images, seeds, versions, time"),
-                   ("table", _honesty_table(col.scores, col.runs), False)]
-    blocks += [("h", 2, "Provenance of every run used"),
-               ("table", pd.DataFrame(prov), False),
-               ("p", "Versions per run: " + "; ".join(f"{r.run_id}: {versions_text(r.meta)}" for r in col.runs)
-                if col.runs else "No finished runs."),
-               ("h", 2, "Runs skipped"),
-               ("table", pd.DataFrame([{"folder": str(s.run_dir.relative_to(root)), "state": s.state,
-                                        "reason": s.reason} for s in col.skipped]), False)
-               if col.skipped else ("p", "None: every run folder under the root is finished.")]
-    store.write_text(out / "report.md", markdown(blocks))
-    store.write_text(out / "report.html", to_html(blocks, f"Sanity checks across runs: {root}"))
-    log.info("comparative report of %d runs (%d skipped): %s", len(col.runs), len(col.skipped), out / "report.html")
-    return out
+    ])]
+
+
+def _result_blocks(col: Collection, summary: pd.DataFrame, verdicts: pd.DataFrame, analyses: dict[str, Analysis],
+                   metric: str, rule: VerdictConfig, figs_dir: Path) -> list[tuple]:
+    """The verdict matrix, the paper's values, the figures, the models and the honesty table."""
+    blocks: list[tuple] = [
+        ("h", 2, "Verdicts: methods x tests x models x seeds"), ("p", rule_text(rule)),
+        ("p", f"Cells: verdict · mean [95% interval] of {F.metric_label(metric)} at the judged stage; "
+              "the last column says whether the seeds agree. Runs that differ in more than their seed "
+              "(images, methods, settings) are separate variants (see the provenance table)."),
+        ("table", _verdict_matrix(verdicts, metric), False)]
+    blocks += _paper_blocks(verdicts, summary, metric)
+    blocks += [("h", 2, "Figures")]
+    runs_by_id = {r.run_id: r for r in col.runs}
+    blocks += _figures(col.scores, summary, verdicts, analyses, runs_by_id, metric, rule, figs_dir)
+    return blocks + [
+        ("h", 2, "The models"),
+        ("p", "Accuracy of every model used, and the change of the model's own output per stage "
+              "(held-out accuracy; Spearman of the explained images' logits against the reference "
+              "model's; share of changed predictions)."),
+        ("table", _models_table(col.runs), False),
+        ("table", _stages_table(col.runs), False),
+        ("h", 2, "Honesty: NaN scores, tied values, images, seeds, versions, time"),
+        ("table", _honesty_table(col.scores, col.runs), False)]
+
+
+def _provenance_blocks(root: Path, col: Collection, prov: list[dict[str, Any]]) -> list[tuple]:
+    """Provenance of every run used, their versions, and the runs skipped with the reason."""
+    return [("h", 2, "Provenance of every run used"),
+            ("table", pd.DataFrame(prov), False),
+            ("p", "Versions per run: " + "; ".join(f"{r.run_id}: {versions_text(r.meta)}" for r in col.runs)
+             if col.runs else "No finished runs."),
+            ("h", 2, "Runs skipped"),
+            ("table", pd.DataFrame([{"folder": str(s.run_dir.relative_to(root)), "state": s.state,
+                                     "reason": s.reason} for s in col.skipped]), False)
+            if col.skipped else ("p", "None: every run folder under the root is finished.")]
 
 
 def _verdict_matrix(verdicts: pd.DataFrame, metric: str) -> pd.DataFrame:

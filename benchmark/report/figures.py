@@ -1,9 +1,6 @@
-"""Figures of the reports, drawn from ``summarize`` output and the saved maps.
-
-One palette everywhere: Okabe & Ito's colorblind-safe colors, a fixed color per method (the
-same in every figure and every run), the controls in black (edge, dashed) and gray (noise,
-dotted), the calibration band as a light gray band. Maps: ABS in grayscale [0, 1], no-ABS in
-the diverging ColorBrewer RdBu [-1, 1] (colorblind-safe), as the paper shows them.
+"""Figures of the reports, drawn from ``summarize`` output and the saved maps, in the palette and with the labels
+of ``benchmark.report.style``. Maps: ABS in grayscale [0, 1], no-ABS in the diverging ColorBrewer RdBu [-1, 1]
+(colorblind-safe), as the paper shows them.
 """
 
 from __future__ import annotations
@@ -11,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import matplotlib
 
@@ -23,65 +20,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from benchmark import store  # noqa: E402
-from benchmark.methods import CONTROLS, METHODS  # noqa: E402
+from benchmark.methods import CONTROLS  # noqa: E402
+from benchmark.report.style import (BAND_COLOR, CONTROL_STYLE, METRIC_LABELS, NULL_COLOR, OKABE_ITO,  # noqa: E402
+                                    VERDICT_COLORS, X_LABELS, is_similarity, method_style, metric_label, x_label)
 
-OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
-             "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7"}
-# Yellow is too faint as a thin line on white: six colors, and a marker per method on top.
-_CYCLE = ["blue", "orange", "bluish_green", "vermillion", "reddish_purple", "sky_blue"]
-_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
-VERDICT_COLORS = {"pass": OKABE_ITO["bluish_green"], "fail": OKABE_ITO["vermillion"], "inconclusive": "#999999"}
-BAND_COLOR = "#d9d9d9"
-NULL_COLOR = "#8c6d9e"  # the fair null's hatching
-CONTROL_STYLE = {"edge": dict(color="#000000", ls="--", lw=1.3), "noise": dict(color="#7f7f7f", ls=":", lw=1.6)}
-
-METRIC_LABELS = {
-    "spearman_abs": "Spearman rank correlation, ABS maps",
-    "spearman": "Spearman rank correlation, no-ABS maps",
-    "ssim": "SSIM",
-    "hog": "HOG similarity",
-    "entropy_change": "Relative entropy change (efficient MPRT)",
-}
-X_LABELS = {
-    "cascading": "layers randomized, cumulative from the top (left: trained model)",
-    "bottom_up": "layers randomized, cumulative from the bottom (left: trained model)",
-    "independent": "the one layer randomized, the rest trained (left: trained model)",
-    "data_randomization": "model",
-}
-
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
-                     "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 100})
-
-
-def method_style(method: str) -> dict[str, Any]:
-    """Color and marker of a method, fixed by its place in the registry (captum_* after the rest)."""
-    if method in CONTROL_STYLE:
-        return dict(CONTROL_STYLE[method], marker=None)
-    order = [m for m in METHODS if m not in CONTROLS]
-    i = order.index(method) if method in order else len(order) + sum(map(ord, method)) % 7
-    return {"color": OKABE_ITO[_CYCLE[i % len(_CYCLE)]], "marker": _MARKERS[i % len(_MARKERS)], "ls": "-", "lw": 1.8}
-
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
-
-
-def x_label(test: str) -> str:
-    """The stage axis of a test's figures: the test's own (``Check.report_text``), else ``X_LABELS``."""
-    from benchmark.checks import TESTS
-
-    hook = getattr(TESTS.get(test), "report_text", None)
-    return hook({}).axis if hook is not None else X_LABELS.get(test, "stage")
-
-
-def is_similarity(metric: str) -> bool:
-    """Whether a metric is a similarity (higher: more similar), which the verdict rules and the -1 to 1 axis
-    assume; a metric the registry does not know is taken for one."""
-    import benchmark.checks  # noqa: F401  (the tests' modules register their metrics)
-    from benchmark.similarity import METRICS
-
-    m = METRICS.get(metric)
-    return m is None or m.higher_is_more_similar
+__all__ = ["OKABE_ITO", "VERDICT_COLORS", "BAND_COLOR", "NULL_COLOR", "CONTROL_STYLE", "METRIC_LABELS", "X_LABELS",
+           "method_style", "metric_label", "x_label", "is_similarity", "save_png", "curves_figure", "bars_figure",
+           "maps_figure", "model_output_figure"]
 
 
 def save_png(fig: plt.Figure, path: Optional[Path] = None, dpi: int = 100) -> bytes:
@@ -124,65 +69,23 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
     similarity = is_similarity(metric)
     methods = [m for m in dict.fromkeys(d.method) if m not in CONTROLS]
     controls = [m for m in dict.fromkeys(d.method) if m in CONTROLS]
-    # one free panel for the legend
-    ncols = max(1, min(5, math.ceil((len(methods) + 1) / 2)))
-    nrows = max(1, math.ceil((len(methods) + 1) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.75 * ncols, 2.5 * nrows + 0.5), squeeze=False,
-                             sharex=True, sharey=True)
-    x = np.arange(len(layers))
+    fig, axes = _panel_grid(len(methods))
     multi = series in d.columns and d[series].nunique() > 1
+    has_null = null is not None and len(null) > 0
+    ylim = _ylim(d.ci_low.fillna(d["mean"])) if similarity else _span(d, band)
     for ax, method in zip(axes.flat, methods):
-        if np.isfinite(band[0]):
-            ax.axhspan(band[0], band[1], color=BAND_COLOR, zorder=0)
-        for c in controls:
-            dc = d[d.method == c].groupby("stage")["mean"].mean()
-            ax.plot(dc.index, dc.values, **CONTROL_STYLE.get(c, {"color": "k", "ls": "--"}), zorder=2)
-        st = method_style(method)
-        if null is not None and len(null):
-            dn = null[null.method == method].groupby("stage")[["mean", "ci_low", "ci_high"]].mean().sort_index()
-            ax.fill_between(dn.index, dn.ci_low, dn.ci_high, facecolor="none", hatch="////", edgecolor=NULL_COLOR,
-                            lw=0.0, zorder=1)
-            ax.plot(dn.index, dn["mean"], color=NULL_COLOR, ls="--", lw=0.9, zorder=1)
-        dm = d[d.method == method]
-        groups = list(dm.groupby(series)) if multi else [(None, dm)]
-        for k, (_, g) in enumerate(groups):
-            g = g.sort_values("stage")
-            ax.fill_between(g.stage, g.ci_low, g.ci_high, color=st["color"], alpha=0.25 if not multi else 0.12,
-                            lw=0, zorder=3)
-            ax.plot(g.stage, g["mean"], color=st["color"], marker=st["marker"], ms=4, lw=st["lw"],
-                    ls=["-", "--", "-.", ":"][k % 4] if multi else "-", zorder=4)
+        _reference_lines(ax, d, controls, band)
+        if has_null:
+            _null_band(ax, null[null.method == method])
+        _method_lines(ax, d[d.method == method], method, series, multi)
         if judged is not None:
             ax.axvline(judged, color="#555555", lw=0.8, ls=(0, (1, 2)), zorder=1)
-        title = method
-        if verdicts and method in verdicts:
-            title += f": {verdicts[method]}"
-            ax.set_title(title, color=VERDICT_COLORS.get(verdicts[method], "black"), fontweight="bold")
-        else:
-            ax.set_title(title)
+        _panel_title(ax, method, verdicts)
         ax.axhline(0.0, color="#bbbbbb", lw=0.6, zorder=1)
         ax.grid(alpha=0.25)
-        ax.set_ylim(*(_ylim(d.ci_low.fillna(d["mean"])) if similarity else _span(d, band)))
-    for ax in axes.flat[len(methods):]:
-        ax.set_visible(False)
-    for ax in axes.flat[max(0, len(methods) - ncols):len(methods)]:  # lowest panel of each column
-        ax.xaxis.set_tick_params(labelbottom=True)
-        ax.set_xticks(x)
-        ax.set_xticklabels(layers, rotation=35, ha="right")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("similarity (-1 to 1)" if similarity else metric)
-    handles = [Line2D([], [], color="#333333", lw=1.8, marker="o", ms=4, label="method: mean over images"),
-               Patch(color="#333333", alpha=0.25, label="95% bootstrap interval")]
-    handles += [Line2D([], [], **CONTROL_STYLE[c], label=f"{c} control") for c in controls if c in CONTROL_STYLE]
-    if np.isfinite(band[0]):
-        handles.append(Patch(color=BAND_COLOR, label=f"unrelated maps (calibration) [{band[0]:.2f}, {band[1]:.2f}]"))
-    if null is not None and len(null):
-        handles.append(Patch(facecolor="none", hatch="////", edgecolor=NULL_COLOR, ls="--",
-                             label="fair null: two random models (mean, 95%)"))
-    if judged is not None:
-        handles.append(Line2D([], [], color="#555555", lw=0.8, ls=(0, (1, 2)), label="stage the verdict reads"))
-    if multi:
-        handles += [Line2D([], [], color="#333333", ls=["-", "--", "-.", ":"][k % 4], label=f"{series} {s}")
-                    for k, s in enumerate(sorted(d[series].unique()))]
+        ax.set_ylim(*ylim)
+    _label_panels(axes, len(methods), layers, "similarity (-1 to 1)" if similarity else metric)
+    handles = _curves_legend(d, controls, band, has_null, judged, series if multi else None)
     fig.suptitle(f"{metric_label(metric)} {'to' if similarity else 'relative to'} the reference model's map\n"
                  f"x: {x_label(test)}", fontsize=11)
     fig.tight_layout()
@@ -191,6 +94,83 @@ def curves_figure(summary: pd.DataFrame, metric: str, layers: list[str], band: t
     free.axis("off")
     free.legend(handles=handles, loc="center left", frameon=False, fontsize=8.5, borderaxespad=0)
     return fig
+
+
+def _panel_grid(n_methods: int) -> tuple[plt.Figure, np.ndarray]:
+    """One panel per method and one free panel for the legend, up to five columns sharing both axes."""
+    ncols = max(1, min(5, math.ceil((n_methods + 1) / 2)))
+    nrows = max(1, math.ceil((n_methods + 1) / ncols))
+    return plt.subplots(nrows, ncols, figsize=(2.75 * ncols, 2.5 * nrows + 0.5), squeeze=False,
+                        sharex=True, sharey=True)
+
+
+def _reference_lines(ax: plt.Axes, d: pd.DataFrame, controls: list[str], band: tuple[float, float]) -> None:
+    """The calibration band and the controls' mean per stage, behind a method's own lines."""
+    if np.isfinite(band[0]):
+        ax.axhspan(band[0], band[1], color=BAND_COLOR, zorder=0)
+    for c in controls:
+        dc = d[d.method == c].groupby("stage")["mean"].mean()
+        ax.plot(dc.index, dc.values, **CONTROL_STYLE.get(c, {"color": "k", "ls": "--"}), zorder=2)
+
+
+def _null_band(ax: plt.Axes, null: pd.DataFrame) -> None:
+    """One method's fair null per stage: its 95% interval hatched, its mean dashed."""
+    dn = null.groupby("stage")[["mean", "ci_low", "ci_high"]].mean().sort_index()
+    ax.fill_between(dn.index, dn.ci_low, dn.ci_high, facecolor="none", hatch="////", edgecolor=NULL_COLOR,
+                    lw=0.0, zorder=1)
+    ax.plot(dn.index, dn["mean"], color=NULL_COLOR, ls="--", lw=0.9, zorder=1)
+
+
+def _method_lines(ax: plt.Axes, dm: pd.DataFrame, method: str, series: str, multi: bool) -> None:
+    """A method's mean per stage with its 95% interval shaded, one line per ``series`` value when ``multi``."""
+    st = method_style(method)
+    groups = list(dm.groupby(series)) if multi else [(None, dm)]
+    for k, (_, g) in enumerate(groups):
+        g = g.sort_values("stage")
+        ax.fill_between(g.stage, g.ci_low, g.ci_high, color=st["color"], alpha=0.25 if not multi else 0.12,
+                        lw=0, zorder=3)
+        ax.plot(g.stage, g["mean"], color=st["color"], marker=st["marker"], ms=4, lw=st["lw"],
+                ls=["-", "--", "-.", ":"][k % 4] if multi else "-", zorder=4)
+
+
+def _panel_title(ax: plt.Axes, method: str, verdicts: Optional[dict[str, str]]) -> None:
+    """The method's name, with its verdict in the verdict's color where it has one."""
+    if verdicts and method in verdicts:
+        ax.set_title(f"{method}: {verdicts[method]}", color=VERDICT_COLORS.get(verdicts[method], "black"),
+                     fontweight="bold")
+    else:
+        ax.set_title(method)
+
+
+def _label_panels(axes: np.ndarray, n_methods: int, layers: list[str], ylabel: str) -> None:
+    """Hides the unused panels, names the stages under the lowest panel of each column and the y axis on the left."""
+    for ax in axes.flat[n_methods:]:
+        ax.set_visible(False)
+    for ax in axes.flat[max(0, n_methods - axes.shape[1]):n_methods]:  # lowest panel of each column
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xticks(np.arange(len(layers)))
+        ax.set_xticklabels(layers, rotation=35, ha="right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+
+
+def _curves_legend(d: pd.DataFrame, controls: list[str], band: tuple[float, float], null: bool,
+                   judged: Optional[int], series: Optional[str]) -> list:
+    """Legend of a curves figure: methods, interval, controls, band, fair null, judged stage, one entry per series."""
+    handles = [Line2D([], [], color="#333333", lw=1.8, marker="o", ms=4, label="method: mean over images"),
+               Patch(color="#333333", alpha=0.25, label="95% bootstrap interval")]
+    handles += [Line2D([], [], **CONTROL_STYLE[c], label=f"{c} control") for c in controls if c in CONTROL_STYLE]
+    if np.isfinite(band[0]):
+        handles.append(Patch(color=BAND_COLOR, label=f"unrelated maps (calibration) [{band[0]:.2f}, {band[1]:.2f}]"))
+    if null:
+        handles.append(Patch(facecolor="none", hatch="////", edgecolor=NULL_COLOR, ls="--",
+                             label="fair null: two random models (mean, 95%)"))
+    if judged is not None:
+        handles.append(Line2D([], [], color="#555555", lw=0.8, ls=(0, (1, 2)), label="stage the verdict reads"))
+    if series is not None:
+        handles += [Line2D([], [], color="#333333", ls=["-", "--", "-.", ":"][k % 4], label=f"{series} {s}")
+                    for k, s in enumerate(sorted(d[series].unique()))]
+    return handles
 
 
 def bars_figure(summary: pd.DataFrame, bands: dict[str, tuple[float, float]],

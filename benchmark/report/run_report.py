@@ -2,31 +2,34 @@
 of maps, the model's own output, honesty columns, the paper's values beside the run's.
 
 Writes ``summary.csv``, ``report.md`` (figures as PNG files under ``figures/``) and a
-self-contained ``report.html`` (figures embedded) into the run folder.
+self-contained ``report.html`` (figures embedded) into the run folder. The analysis it reads lives in
+``benchmark.report.analysis``, its tables in ``benchmark.report.run_tables``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
-from benchmark import rng, store
-from benchmark.checks import TESTS
-from benchmark.checks.report_text import ReportText
+from benchmark import store
 from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
+from benchmark.report.analysis import (CONTROL_EXPECTED, NO_VERDICT, NOT_A_SIMILARITY, Analysis, analyze, expected_controls,
+                                       no_verdict_unless_similarity, read_calibration, read_null, report_text)
 from benchmark.report.render import markdown, to_html
 from benchmark.report.localization import localization_blocks, read_localization
-from benchmark.report.stats import (bands, fmt_ci, judged_stage, nan_reasons_text, paired_difference, rule_text, summarize,
-                                    verdicts)
+from benchmark.report.run_tables import (VERSION_KEYS, calibration_table, honesty_table, model_facts, null_table,
+                                         stage_table, summary_csv, verdict_table, versions_text)
+from benchmark.report.stats import rule_text
 
-VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
-CONTROL_EXPECTED = {"edge": "fail", "noise": "pass", "idf": "fail"}
+__all__ = ["write_run_report", "READING", "Analysis", "analyze", "CONTROL_EXPECTED", "NO_VERDICT", "NOT_A_SIMILARITY",
+           "no_verdict_unless_similarity", "report_text", "expected_controls", "read_calibration", "read_null",
+           "VERSION_KEYS", "summary_csv", "verdict_table", "stage_table", "null_table", "calibration_table",
+           "honesty_table", "model_facts", "versions_text"]
 
 
 READING = ("How to read: pass means the method's maps moved at least to the rule's level when the model (or its "
@@ -35,191 +38,6 @@ READING = ("How to read: pass means the method's maps moved at least to the rule
            "A verdict is only as strict as its rule: the figures below show the numbers behind it, and another rule "
            "is one command away, e.g. `python experiments/report.py root=<this folder> verdict=threshold "
            "verdict.threshold=0.3`, or `verdict.stage=<layer>` to judge another stage.")
-
-
-@dataclass
-class Analysis:
-    """Everything the tables and figures of one run read."""
-
-    summary: pd.DataFrame  # summarize() rows
-    bands: dict[str, tuple[float, float]]
-    stage: Optional[int]  # the stage the verdict reads
-    verdicts: pd.DataFrame
-    layers: list[str]
-    methods: list[str]
-    metrics: list[str]
-    # summarize() rows of null.parquet (the fair null: two independently randomized models), None without one.
-    null: Optional[pd.DataFrame] = None
-
-
-def analyze(scores: pd.DataFrame, calibration: Optional[pd.DataFrame], meta: dict[str, Any],
-            rule: VerdictConfig, null: Optional[pd.DataFrame] = None) -> Analysis:
-    seed = int(meta.get("seed", 0))
-    summary = summarize(scores, rule.confidence, rule.n_boot, seed=seed)
-    # the null's bootstrap draws from generators of its own (the groups' keys are the scores')
-    has_null = null is not None and len(null) > 0
-    null_summary = summarize(null, rule.confidence, rule.n_boot, seed=rng.derive_seed(seed, "null")) if has_null else None
-    difference = (summarize(paired_difference(scores, null), rule.confidence, rule.n_boot,
-                            seed=rng.derive_seed(seed, "null_difference")) if has_null else None)
-    metrics = list(dict.fromkeys(scores.metric))
-    b = bands(calibration, metrics, rule.band_coverage, getattr(rule, "band", "items"), seed)
-    stage = judged_stage(pd.DataFrame(meta["stages"]), rule.stage)
-    judged = no_verdict_unless_similarity(verdicts(summary, b, rule, stage, null_summary, difference))
-    judge = getattr(TESTS.get(meta.get("test")), "judge", None)  # a test with its own rule (input invariance)
-    if judge is not None:
-        judged = judge(judged, meta)
-    return Analysis(summary, b, stage, judged, [s["layer"] for s in meta["stages"]], list(dict.fromkeys(scores.method)),
-                    metrics, null_summary)
-
-
-# The verdict of a metric that is no similarity (not "n/a", which CSV readers take for a missing value).
-NO_VERDICT = "not_applicable"
-NOT_A_SIMILARITY = ("{metric} is no similarity (higher: the maps changed more), so the similarity-based "
-                    "verdict rule does not apply; read its value")
-
-
-def no_verdict_unless_similarity(v: pd.DataFrame) -> pd.DataFrame:
-    """Verdict ``not_applicable`` for the metrics that are no similarity (``entropy_change``): the rule reads a similarity,
-    and would call a large change a failure."""
-    other = v.metric.map(lambda m: not F.is_similarity(m)) if len(v) else pd.Series([], dtype=bool)
-    if other.any():
-        v = v.copy()
-        v.loc[other, "verdict"] = NO_VERDICT
-        v.loc[other, "level"] = np.nan
-        v.loc[other, "why"] = [NOT_A_SIMILARITY.format(metric=m) for m in v.metric[other]]
-    return v
-
-
-def report_text(test: str, meta: dict[str, Any]) -> ReportText:
-    """What the report says about its test: the test's own ``report_text(meta)``, else the text of the paper's
-    tests (model parameter randomization by order, data randomization)."""
-    hook = getattr(TESTS.get(test), "report_text", None)
-    if hook is not None:
-        return hook(meta)
-    data_test = test == "data_randomization"
-    return ReportText(description="data randomization" if data_test else f"{test} model parameter randomization",
-                      axis=F.x_label(test),
-                      columns=("columns: the true-label and the random-label model" if data_test
-                               else f"columns: {test} randomization stages, trained model first"),
-                      compares="", paper=not data_test)
-
-
-def expected_controls(test: str) -> dict[str, str]:
-    """Control -> the verdict it should get in ``test``: the test's own (``Check.expected_controls``), else the model
-    tests' (``CONTROL_EXPECTED``: edge fail, noise pass)."""
-    return getattr(TESTS.get(test), "expected_controls", None) or CONTROL_EXPECTED
-
-
-def read_calibration(run_dir: Path) -> Optional[pd.DataFrame]:
-    path = Path(run_dir) / "calibration.parquet"
-    return pd.read_parquet(path) if path.exists() else None
-
-
-def read_null(run_dir: Path) -> Optional[pd.DataFrame]:
-    """null.parquet (the fair null), None where the run has none (``randomization.fair_null=false``, other tests)."""
-    path = Path(run_dir) / "null.parquet"
-    return pd.read_parquet(path) if path.exists() else None
-
-
-def summary_csv(a: Analysis, meta: dict[str, Any]) -> pd.DataFrame:
-    """summary.csv: one row per stage, method and metric, with the band and (on the judged stage) the verdict."""
-    s = a.summary.copy()
-    s["band_low"] = s.metric.map(lambda m: a.bands[m][0])
-    s["band_high"] = s.metric.map(lambda m: a.bands[m][1])
-    v = a.verdicts.set_index(["method", "metric"])
-    judged = s.stage == a.stage
-    s["verdict"] = [v.loc[(m, k), "verdict"] if j else "" for m, k, j in zip(s.method, s.metric, judged)]
-    s["verdict_level"] = [v.loc[(m, k), "level"] if j else np.nan for m, k, j in zip(s.method, s.metric, judged)]
-    if a.null is not None:  # the fair null beside every randomized stage
-        n = a.null.set_index(["stage", "method", "metric"])[["mean", "ci_low", "ci_high"]]
-        n.columns = ["null_mean", "null_ci_low", "null_ci_high"]
-        s = s.join(n, on=["stage", "method", "metric"])
-    for col, val in (("run_id", meta["run_id"]), ("model", meta["model"]["name"]), ("data", meta["data"]["name"]),
-                     ("profile", meta["profile"]), ("seed", meta["seed"])):
-        s[col] = val
-    return s
-
-
-def verdict_table(a: Analysis, controls: Optional[dict[str, str]] = None) -> pd.DataFrame:
-    """Rows methods, columns metrics: "verdict · mean [95% CI]" at the judged stage; ``controls``: the verdict each
-    control should get (None: ``CONTROL_EXPECTED``)."""
-    expected = CONTROL_EXPECTED if controls is None else controls
-    v = a.verdicts.copy()
-    v["cell"] = [f"{r.verdict} · {fmt_ci(r.mean, r.ci_low, r.ci_high)}" for r in v.itertuples()]
-    t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
-    t.columns = [F.metric_label(m) for m in t.columns]
-    t.index = [f"{m} (control; expected {expected[m]})" if m in expected else m for m in t.index]
-    return t
-
-
-def stage_table(a: Analysis, metric: str, null: bool = False) -> pd.DataFrame:
-    """Rows methods, columns stages: mean [95% CI] of the scores (``null``: of the fair null; stage 0 empty)."""
-    summary = a.null if null else a.summary
-    d = summary[summary.metric == metric]
-    cells = {(r.method, r.stage): fmt_ci(r.mean, r.ci_low, r.ci_high) for r in d.itertuples()}
-    rows = {m: [cells.get((m, s), "") for s in range(len(a.layers))] for m in a.methods}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=a.layers)
-
-
-def null_table(a: Analysis) -> pd.DataFrame:
-    """Rows methods, columns metrics at the judged stage: "null mean [95% CI] · fell f" (``fell_toward_null``)."""
-    v = a.verdicts.copy()
-    v["cell"] = [f"{fmt_ci(r.null_mean, r.null_ci_low, r.null_ci_high)} · fell {r.fell_toward_null:.2f}"
-                 if np.isfinite(r.null_mean) else "n/a" for r in v.itertuples()]
-    t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
-    t.columns = [F.metric_label(m) for m in t.columns]
-    return t
-
-
-def calibration_table(a: Analysis, calibration: Optional[pd.DataFrame]) -> pd.DataFrame:
-    if calibration is None:
-        return pd.DataFrame()
-    rows = []
-    for metric in a.metrics:
-        c = calibration[calibration.metric == metric]
-        nn = c[c.kind == "noise_vs_noise"].value
-        mn = c[c.kind == "map_vs_noise"].value
-        rows.append({"metric": F.metric_label(metric), "band low": a.bands[metric][0], "band high": a.bands[metric][1],
-                     "noise vs noise: mean": nn.mean(), "map vs noise: mean": mn.mean(),
-                     "map vs noise: most similar method": (c[c.kind == "map_vs_noise"].groupby("method").value.mean()
-                                                           .idxmax() if mn.notna().any() else ""),
-                     "pairs": int(c.value.notna().sum()), "NaN": int(c.value.isna().sum())})
-    return pd.DataFrame(rows)
-
-
-def honesty_table(scores: pd.DataFrame, a: Analysis) -> pd.DataFrame:
-    """Per method: images, NaN scores with their reasons, tied-value shares (randomized stages only)."""
-    later = scores[scores.stage > 0]
-    rows = []
-    for m in a.methods:
-        d = later[later.method == m]
-        ties = d[d.metric.isin(["spearman_abs", "spearman"])].groupby("metric").tie_fraction.mean()
-        rows.append({"method": m, "images": d.image.nunique(), "scores": len(d), "NaN": int(d.value.isna().sum()),
-                     "NaN reasons": nan_reasons_text(d.nan_reason) or "-",
-                     "tied values, ABS": ties.get("spearman_abs", np.nan),
-                     "tied values, no-ABS": ties.get("spearman", np.nan)})
-    return pd.DataFrame(rows)
-
-
-def _acc(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def model_facts(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    model = meta["model"]
-    out = [("model", f"{model['name']}: held-out accuracy {_acc(model.get('eval_accuracy'))}, "
-                     f"train accuracy {_acc(model.get('train_accuracy'))}")]
-    if "random_label_model" in meta:
-        r = meta["random_label_model"]
-        out.append(("random-label model", f"train accuracy on its permuted labels {r['train_accuracy']:.4f} (gate "
-                                          f"{r['memorization_gate']}, {r['epochs'] or 'cached'} epochs), held-out "
-                                          f"accuracy on true labels {r['eval_accuracy']:.4f}"))
-    return out
-
-
-def versions_text(meta: dict[str, Any]) -> str:
-    v = meta.get("versions", {})
-    return ", ".join(f"{k} {v[k]}" for k in VERSION_KEYS if v.get(k))
 
 
 def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arrays: dict[str, np.ndarray],
