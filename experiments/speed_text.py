@@ -94,6 +94,11 @@ def captum_loop(model, tokens, target, sd_of):
     return out
 
 
+def _3(value: float) -> float:
+    """Three significant figures (a small model's rate stays positive, not rounded to 0.0)."""
+    return float(f"{value:.3g}")
+
+
 def roofline(model, n_items: int = 50, n_tokens: int = 16, repeats: int = 5) -> dict:
     """GFLOP/s of this machine's float32 matrix product at the model's layer shape, and of the model forward + input
     gradient on one batch; the model's FLOPs per token."""
@@ -121,8 +126,8 @@ def roofline(model, n_items: int = 50, n_tokens: int = 16, repeats: int = 5) -> 
 
     sgemm = rate(lambda: torch.nn.functional.linear(x, w), 2 * x.shape[0] * hidden * w.shape[0])
     model_rate = rate(step, flops)
-    return {"flops_per_token_fwd_bwd": flops / (n_items * n_tokens), "sgemm_gflops": round(sgemm, 1),
-            "model_gflops": round(model_rate, 1), "model_over_sgemm": round(model_rate / sgemm, 2)}
+    return {"flops_per_token_fwd_bwd": flops / (n_items * n_tokens), "sgemm_gflops": _3(sgemm),
+            "model_gflops": _3(model_rate), "model_over_sgemm": _3(model_rate / sgemm)}
 
 
 def main(argv=None) -> dict:
