@@ -213,39 +213,46 @@ def _check_text(cfg: ExperimentConfig, check: Any, given: list, model: nn.Module
                 model_name: Optional[str], settings: dict, others: tuple, runtime: tuple) -> Result:
     """``sanity_check`` on a text classifier: the wrapped model, its token dataset, then the run."""
     random_model, train_fn, train_data = others
-    device, threads, determinism = runtime
     wrapped, arch, dataset = text_setup(cfg, model, data, tokenizer, model_name, settings)
-    identity = {"model": _model_digest(model), "images": _digest(dataset.eval_images, dataset.eval_labels)}
+    identity = _identity(model, random_model, _digest(dataset.eval_images, dataset.eval_labels))
     if random_model is not None:
-        identity["random_model"] = _model_digest(random_model)
         random_model = type(wrapped)(getattr(random_model, "hf", random_model), wrapped.special_ids, wrapped.output)
     p = plan(cfg, arch, given, identity, check)
-    chosen = select_images(dataset, cfg.n_images)
-    check_target(cfg, dataset, chosen[1])
-    s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
-    return compute(p, s, _models(p, s, wrapped, random_model, train_fn, train_data))
+    return _run(p, dataset, runtime, wrapped, (random_model, train_fn, train_data), probe=False)
 
 
 def _check_images(cfg: ExperimentConfig, check: Any, given: list, model: nn.Module, images: torch.Tensor,
                   labels: torch.Tensor, naming: tuple, others: tuple, runtime: tuple) -> Result:
     """``sanity_check`` on an image classifier: its units (derived or given), the dataset, the probes, the run."""
     model_name, data_name, units, gradcam_layer = naming
-    random_model, train_fn, train_data = others
-    device, threads, determinism = runtime
     first = next(model.parameters(), None)
     if first is not None and first.is_floating_point() and first.dtype != images.dtype:
         images = images.to(first.dtype)  # a float64 (or half) model gets its own precision: maps stay float32
     example = images[:2].to(first.device if first is not None else "cpu")
     arch = _architecture(model, example, model_name, units, gradcam_layer)
-    identity = {"model": _model_digest(model), "images": _digest(images, labels)}  # by content, in the run id
-    if random_model is not None:
-        identity["random_model"] = _model_digest(random_model)
+    identity = _identity(model, others[0], _digest(images, labels))  # by content, in the run id
     p = plan(cfg, arch, given, identity, check)
     dataset = _dataset(images, labels, data_name, int(arch.derived["num_classes"]), identity["images"])
-    chosen = select_images(dataset, cfg.n_images)
-    check_target(cfg, dataset, chosen[1])
+    return _run(p, dataset, runtime, model, others, probe=True)
+
+
+def _identity(model: nn.Module, random_model: Optional[nn.Module], data_digest: str) -> dict[str, str]:
+    """What the run id knows of the given models and data: their contents' digests."""
+    identity = {"model": _model_digest(model), "images": data_digest}
+    if random_model is not None:
+        identity["random_model"] = _model_digest(random_model)
+    return identity
+
+
+def _run(p: Any, dataset: Dataset, runtime: tuple, model: nn.Module, others: tuple, probe: bool) -> Result:
+    """The planned run on the given data: the images chosen, the target checked, the methods probed, then compute."""
+    random_model, train_fn, train_data = others
+    device, threads, determinism = runtime
+    chosen = select_images(dataset, p.cfg.n_images)
+    check_target(p.cfg, dataset, chosen[1])
     s = Setup(device, threads, dataset, chosen, cache=None, data_s=0.0, determinism=determinism)  # type: ignore
-    probe_inputs(p.methods, s)
+    if probe:
+        probe_inputs(p.methods, s)
     return compute(p, s, _models(p, s, model, random_model, train_fn, train_data))
 
 

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import hydra
 
-from benchmark.cli_configs import CONFIG_PATH, hydra_dir, load_command_line_plugins, register_configs
+from benchmark.cli_configs import CONFIG_PATH, hydra_dir, register_command_line_configs
 from benchmark.config import ExperimentConfig, ReportConfig
 from benchmark.methods.settings import as_settings, check_nodes
 from benchmark.registry import load_plugins
@@ -38,8 +38,7 @@ from benchmark.store import write_json
 from benchmark.training import MemorizationError
 
 log = logging.getLogger("benchmark")
-register_configs()
-load_command_line_plugins(sys.argv[1:])
+register_command_line_configs(sys.argv[1:])
 if not OmegaConf.has_resolver("hydra_dir"):
     OmegaConf.register_new_resolver("hydra_dir", hydra_dir)
 

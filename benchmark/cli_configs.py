@@ -63,18 +63,19 @@ def plugins_on_command_line(argv: list[str]) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def load_command_line_plugins(argv: list[str]) -> None:
-    """Import the command line's plugins and make their methods and models options (``method=``, ``model=``); a
-    module that does not import is refused by ``to_experiment`` with the key and the fix, not here with a traceback."""
+def register_command_line_configs(argv: list[str]) -> None:
+    """Import the command line's plugins, then store the configs once, what the plugins registered included: their
+    methods as ``method=`` options, their models as ``model=<name>`` (no YAML file needed). A module that does not
+    import is refused by ``to_experiment`` with the key and the fix, not here with a traceback."""
     from benchmark.models import ARCHITECTURES
 
     before = set(ARCHITECTURES)
     try:
         load_plugins(plugins_on_command_line(argv))
     except ValueError:
-        return
+        pass
     register_configs()
-    for name in sorted(set(ARCHITECTURES) - before):  # a plugin's model: model=<name>, no YAML file needed
+    for name in sorted(set(ARCHITECTURES) - before):
         ConfigStore.instance().store(group="model", name=name, package="model", node={"name": name})
 
 

@@ -333,8 +333,8 @@ def test_command_line_efficient_mprt_run(tmp_path):
 
 
 def test_paper_tests_keep_their_report_text():
-    from benchmark.report.figures import X_LABELS, x_label
-    from benchmark.report.run_report import report_text
+    from benchmark.report.analysis import report_text
+    from benchmark.report.style import X_LABELS, x_label
 
     for name in ("cascading", "independent", "bottom_up", "data_randomization"):
         assert x_label(name) == X_LABELS[name]

@@ -33,7 +33,7 @@ from benchmark.methods import IntegratedGradients, SmoothGrad
 from benchmark.methods.integrated_gradients import ShiftedIntegratedGradients
 from benchmark.models.cnn import MnistCNN
 from benchmark.models.mlp import MnistMLP
-from benchmark.report.run_report import analyze
+from benchmark.report.analysis import analyze
 
 from conftest import TinyCNN, smoke_cfg
 

@@ -66,7 +66,7 @@ class Check:
     name: ClassVar[str]
     folder: ClassVar[str]
     # Control -> the verdict it must get in this test, which the reports print beside it; None: the model tests'
-    # (``benchmark.report.run_report.CONTROL_EXPECTED``: edge fail, noise pass).
+    # (``benchmark.report.analysis.CONTROL_EXPECTED``: edge fail, noise pass).
     expected_controls: ClassVar[Optional[dict[str, str]]] = None
     # The methods a run gets when none are named (the command line's default list, or ``sanity_check`` without
     # ``methods=``); None: the suite's default list.

@@ -15,7 +15,7 @@ from benchmark import rng
 from benchmark.checks import TESTS
 from benchmark.checks.report_text import ReportText
 from benchmark.config import VerdictConfig
-from benchmark.report import figures as F
+from benchmark.report.style import is_similarity, x_label
 from benchmark.report.stats import bands, judged_stage, paired_difference, summarize, verdicts
 
 CONTROL_EXPECTED = {"edge": "fail", "noise": "pass", "idf": "fail"}
@@ -65,7 +65,7 @@ NOT_A_SIMILARITY = ("{metric} is no similarity (higher: the maps changed more), 
 def no_verdict_unless_similarity(v: pd.DataFrame) -> pd.DataFrame:
     """Verdict ``not_applicable`` for the metrics that are no similarity (``entropy_change``): the rule reads a similarity,
     and would call a large change a failure."""
-    other = v.metric.map(lambda m: not F.is_similarity(m)) if len(v) else pd.Series([], dtype=bool)
+    other = v.metric.map(lambda m: not is_similarity(m)) if len(v) else pd.Series([], dtype=bool)
     if other.any():
         v = v.copy()
         v.loc[other, "verdict"] = NO_VERDICT
@@ -82,7 +82,7 @@ def report_text(test: str, meta: dict[str, Any]) -> ReportText:
         return hook(meta)
     data_test = test == "data_randomization"
     return ReportText(description="data randomization" if data_test else f"{test} model parameter randomization",
-                      axis=F.x_label(test),
+                      axis=x_label(test),
                       columns=("columns: the true-label and the random-label model" if data_test
                                else f"columns: {test} randomization stages, trained model first"),
                       compares="", paper=not data_test)

@@ -31,6 +31,7 @@ from benchmark.report.render import markdown, to_html
 from benchmark.report.analysis import Analysis, analyze, expected_controls, read_calibration, read_null
 from benchmark.report.run_tables import summary_csv, versions_text
 from benchmark.report.stats import fmt_ci, nan_reasons_text, rule_text, summarize
+from benchmark.report.style import metric_label
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _head_blocks(root: Path, col: Collection, summary: pd.DataFrame, metric: str
     return [("h", 1, f"Sanity checks across runs: {root}"), ("facts", [
         ("runs used", f"{len(col.runs)} finished runs ({summary.run_id.nunique() if len(summary) else 0} with scores)"),
         ("runs skipped", f"{len(col.skipped)} (failed or unfinished; listed below with the reason)"),
-        ("metric of the cross-run tables", F.metric_label(metric) + " (every metric is in summary.csv and "
+        ("metric of the cross-run tables", metric_label(metric) + " (every metric is in summary.csv and "
                                                                     "verdicts.csv)"),
         ("verdict rule", f"{rule.rule.value}, stage {rule.stage!r}"),
         ("written", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
@@ -142,7 +143,7 @@ def _result_blocks(col: Collection, summary: pd.DataFrame, verdicts: pd.DataFram
     """The verdict matrix, the paper's values, the figures, the models and the honesty table."""
     blocks: list[tuple] = [
         ("h", 2, "Verdicts: methods x tests x models x seeds"), ("p", rule_text(rule)),
-        ("p", f"Cells: verdict · mean [95% interval] of {F.metric_label(metric)} at the judged stage; "
+        ("p", f"Cells: verdict · mean [95% interval] of {metric_label(metric)} at the judged stage; "
               "the last column says whether the seeds agree. Runs that differ in more than their seed "
               "(images, methods, settings) are separate variants (see the provenance table)."),
         ("table", _verdict_matrix(verdicts, metric), False)]
@@ -252,7 +253,7 @@ def _figures(scores: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame
             vm = {m: (s.iloc[0] if s.nunique() == 1 else "mixed") for m, s in gv.groupby("method").verdict}
             png = F.save_png(F.curves_figure(g, metric, a0.layers, band, vm, a0.stage, key[0], series="seed"),
                              figs_dir / f"{name}.png")
-            cap = (f"{_group_name(key)}: {F.metric_label(metric)} per stage, one line per seed ({seeds}) with its 95% "
+            cap = (f"{_group_name(key)}: {metric_label(metric)} per stage, one line per seed ({seeds}) with its 95% "
                    "interval over images: look for methods whose lines reach the gray band of unrelated maps (widest "
                    "band over the runs) and for seeds that disagree.")
         blocks.append(("figure", f"figures/{name}.png", cap, png))

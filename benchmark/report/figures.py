@@ -21,12 +21,8 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from benchmark import store  # noqa: E402
 from benchmark.methods import CONTROLS  # noqa: E402
-from benchmark.report.style import (BAND_COLOR, CONTROL_STYLE, METRIC_LABELS, NULL_COLOR, OKABE_ITO,  # noqa: E402
-                                    VERDICT_COLORS, X_LABELS, is_similarity, method_style, metric_label, x_label)
-
-__all__ = ["OKABE_ITO", "VERDICT_COLORS", "BAND_COLOR", "NULL_COLOR", "CONTROL_STYLE", "METRIC_LABELS", "X_LABELS",
-           "method_style", "metric_label", "x_label", "is_similarity", "save_png", "curves_figure", "bars_figure",
-           "maps_figure", "model_output_figure"]
+from benchmark.report.style import (BAND_COLOR, CONTROL_STYLE, NULL_COLOR, OKABE_ITO, SERIES_LINES,  # noqa: E402
+                                    VERDICT_COLORS, is_similarity, method_style, metric_label, x_label)
 
 
 def save_png(fig: plt.Figure, path: Optional[Path] = None, dpi: int = 100) -> bytes:
@@ -130,7 +126,7 @@ def _method_lines(ax: plt.Axes, dm: pd.DataFrame, method: str, series: str, mult
         ax.fill_between(g.stage, g.ci_low, g.ci_high, color=st["color"], alpha=0.25 if not multi else 0.12,
                         lw=0, zorder=3)
         ax.plot(g.stage, g["mean"], color=st["color"], marker=st["marker"], ms=4, lw=st["lw"],
-                ls=["-", "--", "-.", ":"][k % 4] if multi else "-", zorder=4)
+                ls=SERIES_LINES[k % 4] if multi else "-", zorder=4)
 
 
 def _panel_title(ax: plt.Axes, method: str, verdicts: Optional[dict[str, str]]) -> None:
@@ -168,7 +164,7 @@ def _curves_legend(d: pd.DataFrame, controls: list[str], band: tuple[float, floa
     if judged is not None:
         handles.append(Line2D([], [], color="#555555", lw=0.8, ls=(0, (1, 2)), label="stage the verdict reads"))
     if series is not None:
-        handles += [Line2D([], [], color="#333333", ls=["-", "--", "-.", ":"][k % 4], label=f"{series} {s}")
+        handles += [Line2D([], [], color="#333333", ls=SERIES_LINES[k % 4], label=f"{series} {s}")
                     for k, s in enumerate(sorted(d[series].unique()))]
     return handles
 

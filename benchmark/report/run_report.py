@@ -18,18 +18,14 @@ from benchmark import store
 from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
-from benchmark.report.analysis import (CONTROL_EXPECTED, NO_VERDICT, NOT_A_SIMILARITY, Analysis, analyze, expected_controls,
-                                       no_verdict_unless_similarity, read_calibration, read_null, report_text)
+from benchmark.report.analysis import (NO_VERDICT, Analysis, analyze, expected_controls,
+                                       read_calibration, read_null, report_text)
 from benchmark.report.render import markdown, to_html
 from benchmark.report.localization import localization_blocks, read_localization
-from benchmark.report.run_tables import (VERSION_KEYS, calibration_table, honesty_table, model_facts, null_table,
+from benchmark.report.run_tables import (calibration_table, honesty_table, model_facts, null_table,
                                          stage_table, summary_csv, verdict_table, versions_text)
 from benchmark.report.stats import rule_text
-
-__all__ = ["write_run_report", "READING", "Analysis", "analyze", "CONTROL_EXPECTED", "NO_VERDICT", "NOT_A_SIMILARITY",
-           "no_verdict_unless_similarity", "report_text", "expected_controls", "read_calibration", "read_null",
-           "VERSION_KEYS", "summary_csv", "verdict_table", "stage_table", "null_table", "calibration_table",
-           "honesty_table", "model_facts", "versions_text"]
+from benchmark.report.style import metric_label
 
 
 READING = ("How to read: pass means the method's maps moved at least to the rule's level when the model (or its "
@@ -100,7 +96,7 @@ def _summary_figures(run_dir: Path, a: Analysis, meta: dict[str, Any], text: Any
         null_text = (" The hatched band is the fair null at each stage: the 95% interval of the similarity of two "
                      "independently randomized models' maps, what the input and the architecture alone give."
                      if null is not None and len(null) else "")
-        figs.append((name, f"{F.metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
+        figs.append((name, f"{metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
                      "model's map: a method that explains the model falls toward the gray band of unrelated maps "
                      "as layers are randomized; the verdict in each title reads the dotted stage.") + null_text, png))
     return figs
@@ -180,7 +176,7 @@ def _similarity_blocks(a: Analysis, calibration: Optional[pd.DataFrame], rule: V
     """One stage table per metric, and the calibration table."""
     blocks: list[tuple] = [("h", 2, "Similarity per stage (mean [95% bootstrap interval] over images)")]
     for metric in a.metrics:
-        blocks += [("h", 3, F.metric_label(metric)), ("table", stage_table(a, metric), True)]
+        blocks += [("h", 3, metric_label(metric)), ("table", stage_table(a, metric), True)]
         if a.null is not None:
             blocks += [("p", "The fair null at each stage (two independently randomized models):"),
                        ("table", stage_table(a, metric, null=True), True)]

@@ -9,9 +9,9 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from benchmark.report import figures as F
 from benchmark.report.analysis import CONTROL_EXPECTED, Analysis
 from benchmark.report.stats import fmt_ci, nan_reasons_text
+from benchmark.report.style import metric_label
 
 VERSION_KEYS = ("python", "torch", "torchvision", "numpy", "scipy", "scikit-image", "captum")
 
@@ -42,7 +42,7 @@ def verdict_table(a: Analysis, controls: Optional[dict[str, str]] = None) -> pd.
     v = a.verdicts.copy()
     v["cell"] = [f"{r.verdict} · {fmt_ci(r.mean, r.ci_low, r.ci_high)}" for r in v.itertuples()]
     t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
-    t.columns = [F.metric_label(m) for m in t.columns]
+    t.columns = [metric_label(m) for m in t.columns]
     t.index = [f"{m} (control; expected {expected[m]})" if m in expected else m for m in t.index]
     return t
 
@@ -62,7 +62,7 @@ def null_table(a: Analysis) -> pd.DataFrame:
     v["cell"] = [f"{fmt_ci(r.null_mean, r.null_ci_low, r.null_ci_high)} · fell {r.fell_toward_null:.2f}"
                  if np.isfinite(r.null_mean) else "n/a" for r in v.itertuples()]
     t = v.pivot(index="method", columns="metric", values="cell").reindex(index=a.methods, columns=a.metrics)
-    t.columns = [F.metric_label(m) for m in t.columns]
+    t.columns = [metric_label(m) for m in t.columns]
     return t
 
 
@@ -74,7 +74,7 @@ def calibration_table(a: Analysis, calibration: Optional[pd.DataFrame]) -> pd.Da
         c = calibration[calibration.metric == metric]
         nn = c[c.kind == "noise_vs_noise"].value
         mn = c[c.kind == "map_vs_noise"].value
-        rows.append({"metric": F.metric_label(metric), "band low": a.bands[metric][0], "band high": a.bands[metric][1],
+        rows.append({"metric": metric_label(metric), "band low": a.bands[metric][0], "band high": a.bands[metric][1],
                      "noise vs noise: mean": nn.mean(), "map vs noise: mean": mn.mean(),
                      "map vs noise: most similar method": (c[c.kind == "map_vs_noise"].groupby("method").value.mean()
                                                            .idxmax() if mn.notna().any() else ""),

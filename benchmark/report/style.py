@@ -21,6 +21,7 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h"]
 VERDICT_COLORS = {"pass": OKABE_ITO["bluish_green"], "fail": OKABE_ITO["vermillion"], "inconclusive": "#999999"}
 BAND_COLOR = "#d9d9d9"
 NULL_COLOR = "#8c6d9e"  # the fair null's hatching
+SERIES_LINES = ["-", "--", "-.", ":"]  # one line style per seed (or other series) of a method
 CONTROL_STYLE = {"edge": dict(color="#000000", ls="--", lw=1.3), "noise": dict(color="#7f7f7f", ls=":", lw=1.6)}
 
 METRIC_LABELS = {
