@@ -1,5 +1,8 @@
 """Collecting finished runs: only done runs with intact files are read; the rest are listed as skipped."""
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -52,3 +55,38 @@ def test_collect_refuses_a_run_present_twice_and_a_missing_root(tmp_path):
         collect(tmp_path)
     with pytest.raises(ValueError, match="root="):
         collect(tmp_path / "nope")
+
+
+def _scores_root(root: Path, values: list[float], run_id: str) -> Path:
+    rows = [{"test": "cascading", "stage": s, "layer": f"l{s}", "method": "gradient", "metric": "spearman_abs",
+             "image": i, "value": values[2 * s + i], "nan_reason": None if np.isfinite(values[2 * s + i]) else "constant",
+             "tie_fraction": 0.0, "target": 3, "model": "cnn", "data": "digits", "profile": "paper", "seed": 0,
+             "run_id": run_id} for s in range(2) for i in range(2)]
+    run = root / "model_randomization" / run_id
+    run.mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(run / "scores.parquet")
+    (run / "meta.json").write_text("{}")
+    return root
+
+
+def test_same_scores_pairs_runs_by_what_they_ran_and_sees_one_ulp(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import same_scores
+
+    values = [1.0, 1.0, 0.25, float("nan")]
+    a = _scores_root(tmp_path / "a", values, "cnn_digits_cascading_s0_aaaaaaaaaa")
+    b = _scores_root(tmp_path / "b", values, "cnn_digits_cascading_s0_bbbbbbbbbb")  # another run-id scheme
+    assert same_scores.main([str(a), str(b)]) == 0
+    assert "4 values bitwise equal" in capsys.readouterr().out
+    c = _scores_root(tmp_path / "c", [1.0, 1.0, float(np.nextafter(0.25, 1.0)), float("nan")], "x")
+    assert same_scores.main([str(a), str(c)]) == 1
+    out = capsys.readouterr().out
+    assert "1 of 4 values differ, first at stage=1, layer=l1, method=gradient, metric=spearman_abs, image=0" in out
+    (tmp_path / "empty").mkdir()
+    assert same_scores.main([str(a), str(tmp_path / "empty")]) == 1
+    assert "only under" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        same_scores.main([str(a), str(tmp_path / "missing")])
+    assert "missing is not a folder" in capsys.readouterr().err

@@ -334,14 +334,37 @@ def test_command_line_efficient_mprt_run(tmp_path):
 
 def test_paper_tests_keep_their_report_text():
     from benchmark.report.analysis import report_text
-    from benchmark.report.style import X_LABELS, x_label
+    from benchmark.report.style import x_label
 
-    for name in ("cascading", "independent", "bottom_up", "data_randomization"):
-        assert x_label(name) == X_LABELS[name]
+    axes = {"cascading": "layers randomized, cumulative from the top (left: trained model)",
+            "bottom_up": "layers randomized, cumulative from the bottom (left: trained model)",
+            "independent": "the one layer randomized, the rest trained (left: trained model)",
+            "data_randomization": "model"}
+    for name, axis in axes.items():
+        assert x_label(name) == axis
         t = report_text(name, {})
-        assert t.compares == "" and t.paper == (name != "data_randomization")
+        assert t.compares == "" and t.figure == ("bars" if name == "data_randomization" else "curves")
+        assert t.paper == {"cascading": "cascading", "data_randomization": "data_randomization"}.get(name)
     assert report_text("cascading", {}).description == "cascading model parameter randomization"
     assert report_text("cascading", {}).columns == "columns: cascading randomization stages, trained model first"
+
+
+def test_a_test_without_report_text_and_an_unregistered_one_get_the_plain_text():
+    from benchmark.checks.base import Check
+    from benchmark.checks.report_text import ReportText
+    from benchmark.report.analysis import report_text
+
+    class Quiet(Check):
+        name = "quiet_test"
+        folder = "model_randomization"
+
+    t = Quiet().report_text({})
+    assert t.description == "quiet_test" and t.figure == "curves" and t.paper is None
+    assert report_text("not_registered_here", {}).description == "not_registered_here"
+    with pytest.raises(ValueError, match=r"figure='pie'.*'curves', 'bars'"):
+        ReportText("d", "a", "c", "", figure="pie")
+    with pytest.raises(ValueError, match=r"paper='fig3'.*'cascading', 'data_randomization'"):
+        ReportText("d", "a", "c", "", paper="fig3")
 
 
 @pytest.mark.e2e

@@ -10,9 +10,10 @@ from benchmark.checks import data_randomization, model_randomization  # noqa: F4
 from benchmark.checks import efficient_mprt, random_logit  # noqa: F401  (they register themselves)
 from benchmark.checks import smooth_mprt  # noqa: F401  (it registers itself)
 from benchmark.checks import input_invariance  # noqa: F401  (it registers itself)
-from benchmark.checks.base import TESTS, Check, Models, StageRun, get_test, register, unknown_test
+from benchmark.checks.base import TESTS, Check, Models, StageRun, get_test, register, report_text_of, unknown_test
 
-__all__ = ["FOLDERS", "TESTS", "Check", "Models", "StageRun", "check_test_value", "get_test", "register", "test_for"]
+__all__ = ["FOLDERS", "TESTS", "Check", "Models", "StageRun", "check_test_value", "get_test", "register", "report_text_of",
+           "test_for"]
 
 
 FOLDERS = ("model_randomization", "data_randomization")

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar, Iterable, Optional
 import torch
 from torch import nn
 
+from benchmark.checks.report_text import ReportText
 from benchmark.config import ExperimentConfig
 from benchmark.randomization import Stage
 from benchmark.training import TrainedModel
@@ -97,6 +98,24 @@ class Check:
         from benchmark.checks.model_randomization import model_meta
 
         return {"model": model_meta(plan.arch, models.trained)}
+
+    def report_text(self, meta: dict[str, Any]) -> ReportText:
+        """What the per-run report says about the test (``benchmark.checks.report_text``): by default its name,
+        its stages in order and curves of each stage's similarity to the reference."""
+        return plain_report_text(self.name)
+
+
+def plain_report_text(name: str) -> ReportText:
+    """The report text of a test that says nothing of itself, or that this process has not registered (a report
+    over the results of a plugin's test read without the plugin)."""
+    return ReportText(description=name, axis="stage (left: the reference)",
+                      columns="columns: the test's stages, the reference first", compares="")
+
+
+def report_text_of(test: str, meta: dict[str, Any]) -> ReportText:
+    """The report text of the test named ``test`` in a run's ``meta``."""
+    check = TESTS.get(test)
+    return check.report_text(meta) if check is not None else plain_report_text(test)
 
 
 TESTS: dict[str, Check] = {}

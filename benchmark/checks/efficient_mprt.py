@@ -137,9 +137,9 @@ class EfficientMPRT(Check):
                       "the result. "
                       "Similarity metrics chosen beside it (similarity.metrics=[entropy_change,ssim]) are judged as "
                       "in the cascading test's last stage."),
-            curves=("of each stage's map relative to the trained model's map: higher means the map became more "
-                    "complex under randomization; the gray band is the same score for unrelated maps (noise against "
-                    "noise, each map against noise). No verdict: entropy_change is no similarity."),
+            caption=("of each stage's map relative to the trained model's map: higher means the map became more "
+                     "complex under randomization; the gray band is the same score for unrelated maps (noise against "
+                     "noise, each map against noise). No verdict: entropy_change is no similarity."),
         )
 
 

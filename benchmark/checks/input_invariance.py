@@ -258,8 +258,8 @@ class InputInvariance(Check):
                       "integrated_gradients_shifted integrates from baseline + m in the shifted stage; "
                       "integrated_gradients keeps its baseline (zero), and gradient x input multiplies by the "
                       f"shifted input: Kindermans et al.'s failing cases.{raw_text}"),
-            curves=("between f1's map of x and f2's map of x + m: 0 difference (1 similarity) is invariant; the "
-                    "verdict in each title reads the shifted stage."),
+            caption=("between f1's map of x and f2's map of x + m: 0 difference (1 similarity) is invariant; the "
+                     "verdict in each title reads the shifted stage."),
             verdict_rule=(f"Verdict rule: per method and metric, the mean over images and its bootstrap interval at "
                           f"the shifted stage. Pass (invariant) when the interval lies within the tolerance "
                           f"{tol:g} of identical maps: mean_abs_difference (the mean difference of the two min-max "

@@ -14,9 +14,16 @@ import torch
 
 from benchmark import rng
 from benchmark.checks.base import Check, Models, StageRun, register
+from benchmark.checks.report_text import ReportText
 from benchmark.config import ExperimentConfig, Order
 from benchmark.randomization import Stage, randomized, stages
 from benchmark.training import given_model, train_model
+
+AXES = {
+    Order.cascading: "layers randomized, cumulative from the top (left: trained model)",
+    Order.bottom_up: "layers randomized, cumulative from the bottom (left: trained model)",
+    Order.independent: "the one layer randomized, the rest trained (left: trained model)",
+}
 
 
 def obtain_model(plan: Any, s: Any):
@@ -63,6 +70,13 @@ class ModelRandomization(Check):
             out["null"] = {"seed": null_seed(plan.cfg.seed), "derived_from": [plan.cfg.seed, "null"],
                            "compares": "per stage, the maps of two independent draws of the stage's units"}
         return out
+
+    def report_text(self, meta: dict[str, Any]) -> ReportText:
+        """The paper's model tests: the Inception v3 cascade's finding sits beside the cascading order's verdicts."""
+        name = self.name
+        return ReportText(description=f"{name} model parameter randomization", axis=AXES[self.order],
+                          columns=f"columns: {name} randomization stages, trained model first", compares="",
+                          paper="cascading" if self.order == Order.cascading else None)
 
 
 def null_seed(seed: int) -> int:

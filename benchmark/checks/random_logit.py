@@ -96,8 +96,8 @@ class RandomLogit(Check):
                       "other classes (per image, from the run's seed; the class explained is in the scores' `target` "
                       "column). The model does not change, only the class explained: a method whose maps depend on "
                       "the class gives dissimilar maps (pass), one whose maps stay similar ignores it (fail)."),
-            curves=("of the random class's map to the explained class's map: a method that explains the class "
-                    "falls toward the gray band of unrelated maps; the verdict in each title reads the dotted stage."),
+            caption=("of the random class's map to the explained class's map: a method that explains the class "
+                     "falls toward the gray band of unrelated maps; the verdict in each title reads the dotted stage."),
         )
 
 

@@ -200,8 +200,8 @@ class SmoothMPRT(Check):
                       "dissimilar as more units are randomized (pass), one whose maps stay similar to the trained "
                       "model's ignores the parameters (fail). The verdict reads the last stage, every unit "
                       "randomized: the fully randomized model of Hedström et al."),
-            curves=("of each stage's mean map to the trained model's mean map: a method that explains the model falls "
-                    "toward the gray band of unrelated maps; the verdict in each title reads the dotted stage."),
+            caption=("of each stage's mean map to the trained model's mean map: a method that explains the model falls "
+                     "toward the gray band of unrelated maps; the verdict in each title reads the dotted stage."),
         )
 
 

@@ -13,9 +13,10 @@ import pandas as pd
 
 from benchmark import rng
 from benchmark.checks import TESTS
+from benchmark.checks.base import report_text_of
 from benchmark.checks.report_text import ReportText
 from benchmark.config import VerdictConfig
-from benchmark.report.style import is_similarity, x_label
+from benchmark.report.style import is_similarity
 from benchmark.report.stats import bands, judged_stage, paired_difference, summarize, verdicts
 
 CONTROL_EXPECTED = {"edge": "fail", "noise": "pass", "idf": "fail"}
@@ -75,17 +76,8 @@ def no_verdict_unless_similarity(v: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_text(test: str, meta: dict[str, Any]) -> ReportText:
-    """What the report says about its test: the test's own ``report_text(meta)``, else the text of the paper's
-    tests (model parameter randomization by order, data randomization)."""
-    hook = getattr(TESTS.get(test), "report_text", None)
-    if hook is not None:
-        return hook(meta)
-    data_test = test == "data_randomization"
-    return ReportText(description="data randomization" if data_test else f"{test} model parameter randomization",
-                      axis=x_label(test),
-                      columns=("columns: the true-label and the random-label model" if data_test
-                               else f"columns: {test} randomization stages, trained model first"),
-                      compares="", paper=not data_test)
+    """What the report says about its test: the test's own ``report_text(meta)`` (``Check.report_text``)."""
+    return report_text_of(test, meta)
 
 
 def expected_controls(test: str) -> dict[str, str]:

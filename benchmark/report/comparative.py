@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import store
+from benchmark.checks import report_text_of
 from benchmark.collect import Collection, collect
 from benchmark.config import NON_RESULT_KEYS, VerdictConfig
 from benchmark.methods import CONTROLS
@@ -147,7 +148,7 @@ def _result_blocks(col: Collection, summary: pd.DataFrame, verdicts: pd.DataFram
               "the last column says whether the seeds agree. Runs that differ in more than their seed "
               "(images, methods, settings) are separate variants (see the provenance table)."),
         ("table", _verdict_matrix(verdicts, metric), False)]
-    blocks += _paper_blocks(verdicts, summary, metric)
+    blocks += paper.comparative_blocks(verdicts, summary)
     blocks += [("h", 2, "Figures")]
     runs_by_id = {r.run_id: r for r in col.runs}
     blocks += _figures(col.scores, summary, verdicts, analyses, runs_by_id, metric, rule, figs_dir)
@@ -190,43 +191,6 @@ def _verdict_matrix(verdicts: pd.DataFrame, metric: str) -> pd.DataFrame:
     return t
 
 
-def _paper_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame, metric: str) -> list[tuple]:
-    out: list[tuple] = [("h", 2, "Beside the paper"), ("p", paper.paper_values()["citation"] + ".")]
-    casc = verdicts[verdicts.test == "cascading"]
-    if len(casc):
-        rows = []
-        for r in casc.itertuples():
-            expected, finding = paper.cascading_expectation(r.method, r.metric)
-            if expected is None or r.verdict == "inconclusive":
-                continue
-            rows.append({"model": r.model, "data": r.data, "profile": r.profile, "variant": r.variant,
-                         "method": r.method,
-                         "metric": r.metric, "paper": expected, "agrees": r.verdict == expected})
-        if rows:
-            d = pd.DataFrame(rows)
-            t = d.groupby(["model", "data", "profile", "variant", "method", "paper"], sort=False).agg(
-                metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))), sum=("agrees", "sum"),
-                count=("agrees", "count")).reset_index()
-            t["this suite"] = [f"{s} of {c} (metric, seed) verdicts agree" for s, c in zip(t["sum"], t["count"])]
-            out += [("p", "Cascading randomization: the paper's outcome (Inception v3 on ImageNet, judged by eye once the "
-                          "higher layers were randomized) against this suite's decided verdicts, counted over metrics "
-                          "the paper reports on and seeds."),
-                    ("table", t.drop(columns=["sum", "count"]), False)]
-    dr = summary[(summary.test == "data_randomization")] if len(summary) else summary
-    if len(dr):
-        comps = []
-        for (model, data, seed), g in dr.groupby(["model", "data", "seed"], sort=False):
-            c = paper.data_randomization_comparison(g, model)
-            if len(c):
-                comps.append(c.assign(model=model, data=data, seed=seed))
-        if comps:
-            c = pd.concat(comps, ignore_index=True)
-            cols = ["model", "data", "seed"] + [k for k in c.columns if k not in ("model", "data", "seed")]
-            out += [("p", "Data randomization: ABS Spearman of the true- and random-label models' maps beside the "
-                          "values read off the paper's MNIST bar charts (+-0.05)."), ("table", c[cols], False)]
-    return out
-
-
 def _figures(scores: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame, analyses: dict[str, Analysis],
              runs: dict[str, Any], metric: str, rule: VerdictConfig, figs_dir: Path) -> list[tuple]:
     blocks: list[tuple] = []
@@ -238,16 +202,18 @@ def _figures(scores: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame
         highs = [analyses[r].bands.get(metric, (np.nan, np.nan))[1] for r in run_ids]
         band = (float(np.nanmin(lows)), float(np.nanmax(highs))) if np.isfinite(lows).any() else (np.nan, np.nan)
         seeds = sorted(int(x) for x in g.seed.unique())
-        if key[0] == "data_randomization":
+        text = report_text_of(key[0], {})
+        if text.figure == "bars":
             pooled = summarize(scores[scores.run_id.isin(run_ids)].assign(layer=lambda d: d.layer.astype(str)),
                                rule.confidence, rule.n_boot, seed=0)
             bands = {m: (np.nanmin([analyses[r].bands[m][0] for r in run_ids]),
                          np.nanmax([analyses[r].bands[m][1] for r in run_ids])) for m in a0.metrics}
-            png = F.save_png(F.bars_figure(pooled, bands, paper.paper_values()["data_randomization"]["values"]
-                                           .get(key[1])), figs_dir / f"{name}.png")
+            paper_vals = (paper.paper_values()["data_randomization"]["values"].get(key[1])
+                          if text.paper == "data_randomization" else None)
+            png = F.save_png(F.bars_figure(pooled, bands, paper_vals), figs_dir / f"{name}.png")
             cap = (f"{_group_name(key)}, seeds {seeds} pooled (mean over images and seeds, 95% bootstrap interval): "
-                   "bars inside the gray band of unrelated maps (widest band over the runs) mean the maps changed "
-                   "with the labels; diamonds are the paper's MNIST values.")
+                   "bars inside the gray band of unrelated maps (widest band over the runs) mean the maps changed"
+                   + (" with the labels; diamonds are the paper's MNIST values." if paper_vals is not None else "."))
         else:
             gv = verdicts[(verdicts.metric == metric) & verdicts.run_id.isin(run_ids)]
             vm = {m: (s.iloc[0] if s.nunique() == 1 else "mixed") for m, s in gv.groupby("method").verdict}

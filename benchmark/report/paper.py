@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from benchmark.checks import report_text_of
+
 
 @lru_cache(maxsize=1)
 def paper_values() -> dict[str, Any]:
@@ -69,3 +71,47 @@ def _fmt(mean: float, lo: float, hi: float) -> str:
     if not np.isfinite(mean):
         return "n/a"
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{mean:.2f}"
+
+
+def comparative_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame) -> list[tuple]:
+    """The comparative report's "Beside the paper": the cascade's outcomes against the decided verdicts of every
+    test whose report text names that finding, and the MNIST bars' values beside the data randomization runs'."""
+    out: list[tuple] = [("h", 2, "Beside the paper"), ("p", paper_values()["citation"] + ".")]
+    casc = verdicts[verdicts.test.isin(_tests_with(verdicts, paper="cascading"))]
+    if len(casc):
+        rows = []
+        for r in casc.itertuples():
+            expected, finding = cascading_expectation(r.method, r.metric)
+            if expected is None or r.verdict == "inconclusive":
+                continue
+            rows.append({"model": r.model, "data": r.data, "profile": r.profile, "variant": r.variant,
+                         "method": r.method,
+                         "metric": r.metric, "paper": expected, "agrees": r.verdict == expected})
+        if rows:
+            d = pd.DataFrame(rows)
+            t = d.groupby(["model", "data", "profile", "variant", "method", "paper"], sort=False).agg(
+                metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))), sum=("agrees", "sum"),
+                count=("agrees", "count")).reset_index()
+            t["this suite"] = [f"{s} of {c} (metric, seed) verdicts agree" for s, c in zip(t["sum"], t["count"])]
+            out += [("p", "Cascading randomization: the paper's outcome (Inception v3 on ImageNet, judged by eye once the "
+                          "higher layers were randomized) against this suite's decided verdicts, counted over metrics "
+                          "the paper reports on and seeds."),
+                    ("table", t.drop(columns=["sum", "count"]), False)]
+    dr = summary[summary.test.isin(_tests_with(summary, paper="data_randomization"))] if len(summary) else summary
+    if len(dr):
+        comps = []
+        for (model, data, seed), g in dr.groupby(["model", "data", "seed"], sort=False):
+            c = data_randomization_comparison(g, model)
+            if len(c):
+                comps.append(c.assign(model=model, data=data, seed=seed))
+        if comps:
+            c = pd.concat(comps, ignore_index=True)
+            cols = ["model", "data", "seed"] + [k for k in c.columns if k not in ("model", "data", "seed")]
+            out += [("p", "Data randomization: ABS Spearman of the true- and random-label models' maps beside the "
+                          "values read off the paper's MNIST bar charts (+-0.05)."), ("table", c[cols], False)]
+    return out
+
+
+def _tests_with(table: pd.DataFrame, **text: Any) -> list[str]:
+    """The tests of ``table`` whose report text has the given fields (``paper="cascading"``)."""
+    return [t for t in table.test.unique() if all(getattr(report_text_of(t, {}), k) == v for k, v in text.items())]

@@ -74,16 +74,16 @@ Figure = tuple[str, str, bytes]  # (file, caption, png)
 
 
 def _summary_figures(run_dir: Path, a: Analysis, meta: dict[str, Any], text: Any) -> list[Figure]:
-    """The data randomization bars, or one curve figure per metric."""
-    if meta["test"] == "data_randomization":
-        paper_vals = paper.paper_values()["data_randomization"]["values"].get(meta["model"]["name"])
+    """The test's summary figure (``ReportText.figure``): one figure of bars, or one curve figure per metric."""
+    if text.figure == "bars":
+        paper_vals = (paper.paper_values()["data_randomization"]["values"].get(meta["model"]["name"])
+                      if text.paper == "data_randomization" else None)
         vmap = {(r.method, r.metric): r.verdict for r in a.verdicts.itertuples() if r.verdict != NO_VERDICT}
-        name = "figures/data_randomization.png"
+        name = f"figures/{meta['test']}.png"
         png = F.save_png(F.bars_figure(a.summary, a.bands, paper_vals, verdicts=vmap), run_dir / name)
-        return [(name, "Similarity of the true-label and the random-label model's maps per method (mean over "
-                 "images, 95% bootstrap interval): bars reaching into the gray band of unrelated maps mean the maps "
-                 "depend on the labels learned; the edge control sits at 1 by construction, diamonds are the "
-                 "paper's MNIST values.", png)]
+        return [(name, text.caption or "Similarity of the two stages' maps per method (mean over images, 95% "
+                 "bootstrap interval): bars reaching into the gray band of unrelated maps mean the maps changed.",
+                 png)]
     figs = []
     by_method = {m: g for m, g in a.verdicts.groupby("method")}
     for metric in a.metrics:
@@ -96,7 +96,7 @@ def _summary_figures(run_dir: Path, a: Analysis, meta: dict[str, Any], text: Any
         null_text = (" The hatched band is the fair null at each stage: the 95% interval of the similarity of two "
                      "independently randomized models' maps, what the input and the architecture alone give."
                      if null is not None and len(null) else "")
-        figs.append((name, f"{metric_label(metric)} " + (text.curves or "of each stage's map to the trained "
+        figs.append((name, f"{metric_label(metric)} " + (text.caption or "of each stage's map to the trained "
                      "model's map: a method that explains the model falls toward the gray band of unrelated maps "
                      "as layers are randomized; the verdict in each title reads the dotted stage.") + null_text, png))
     return figs
@@ -155,14 +155,14 @@ def _head_blocks(a: Analysis, meta: dict[str, Any], arrays: dict[str, np.ndarray
                          "that the input and the architecture give without any learned parameter; "
                          "`verdict=random_null` judges against it."),
                    ("table", null_table(a), True)]
-    if meta["test"] == "data_randomization":
+    if text.paper == "data_randomization":
         comp = paper.data_randomization_comparison(a.summary, meta["model"]["name"])
         blocks += [("h", 2, "Beside the paper"),
                    ("p", f"{paper.paper_values()['citation']}: ABS Spearman of the true- and random-label models' "
                          "maps read off its MNIST bar charts (+-0.05); 'agrees' when the paper's value lies within "
                          "this run's 95% interval widened by the reading error. This run's data: "
                          f"{meta['data']['name']}."), ("table", comp, False)]
-    elif text.paper and "tokens" not in arrays:  # the paper's Inception table: image runs only
+    elif text.paper == "cascading" and "tokens" not in arrays:  # the paper's Inception table: image runs only
         comp = paper.cascading_comparison(a.verdicts)
         blocks += [("h", 2, "Beside the paper"),
                    ("p", f"{paper.paper_values()['citation']}, cascading randomization of Inception v3: whether each "

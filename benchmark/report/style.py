@@ -31,13 +31,6 @@ METRIC_LABELS = {
     "hog": "HOG similarity",
     "entropy_change": "Relative entropy change (efficient MPRT)",
 }
-X_LABELS = {
-    "cascading": "layers randomized, cumulative from the top (left: trained model)",
-    "bottom_up": "layers randomized, cumulative from the bottom (left: trained model)",
-    "independent": "the one layer randomized, the rest trained (left: trained model)",
-    "data_randomization": "model",
-}
-
 matplotlib.rcParams.update({"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 9,
                             "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 100})
 
@@ -56,11 +49,10 @@ def metric_label(metric: str) -> str:
 
 
 def x_label(test: str) -> str:
-    """The stage axis of a test's figures: the test's own (``Check.report_text``), else ``X_LABELS``."""
-    from benchmark.checks import TESTS
+    """The stage axis of a test's figures (``Check.report_text``)."""
+    from benchmark.checks import report_text_of
 
-    hook = getattr(TESTS.get(test), "report_text", None)
-    return hook({}).axis if hook is not None else X_LABELS.get(test, "stage")
+    return report_text_of(test, {}).axis
 
 
 def is_similarity(metric: str) -> bool:
