@@ -333,7 +333,7 @@ def test_command_line_efficient_mprt_run(tmp_path):
 
 
 def test_paper_tests_keep_their_report_text():
-    from benchmark.report.analysis import report_text
+    from benchmark.checks import report_text_of as report_text
     from benchmark.report.style import x_label
 
     axes = {"cascading": "layers randomized, cumulative from the top (left: trained model)",
@@ -352,7 +352,7 @@ def test_paper_tests_keep_their_report_text():
 def test_a_test_without_report_text_and_an_unregistered_one_get_the_plain_text():
     from benchmark.checks.base import Check
     from benchmark.checks.report_text import ReportText
-    from benchmark.report.analysis import report_text
+    from benchmark.checks import report_text_of as report_text
 
     class Quiet(Check):
         name = "quiet_test"

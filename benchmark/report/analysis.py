@@ -13,8 +13,6 @@ import pandas as pd
 
 from benchmark import rng
 from benchmark.checks import TESTS
-from benchmark.checks.base import report_text_of
-from benchmark.checks.report_text import ReportText
 from benchmark.config import VerdictConfig
 from benchmark.report.style import is_similarity
 from benchmark.report.stats import bands, judged_stage, paired_difference, summarize, verdicts
@@ -73,11 +71,6 @@ def no_verdict_unless_similarity(v: pd.DataFrame) -> pd.DataFrame:
         v.loc[other, "level"] = np.nan
         v.loc[other, "why"] = [NOT_A_SIMILARITY.format(metric=m) for m in v.metric[other]]
     return v
-
-
-def report_text(test: str, meta: dict[str, Any]) -> ReportText:
-    """What the report says about its test: the test's own ``report_text(meta)`` (``Check.report_text``)."""
-    return report_text_of(test, meta)
 
 
 def expected_controls(test: str) -> dict[str, str]:

@@ -208,8 +208,7 @@ def _figures(scores: pd.DataFrame, summary: pd.DataFrame, verdicts: pd.DataFrame
                                rule.confidence, rule.n_boot, seed=0)
             bands = {m: (np.nanmin([analyses[r].bands[m][0] for r in run_ids]),
                          np.nanmax([analyses[r].bands[m][1] for r in run_ids])) for m in a0.metrics}
-            paper_vals = (paper.paper_values()["data_randomization"]["values"].get(key[1])
-                          if text.paper == "data_randomization" else None)
+            paper_vals = paper.bar_values(text, key[1])
             png = F.save_png(F.bars_figure(pooled, bands, paper_vals), figs_dir / f"{name}.png")
             cap = (f"{_group_name(key)}, seeds {seeds} pooled (mean over images and seeds, 95% bootstrap interval): "
                    "bars inside the gray band of unrelated maps (widest band over the runs) mean the maps changed"

@@ -126,7 +126,7 @@ def _method_lines(ax: plt.Axes, dm: pd.DataFrame, method: str, series: str, mult
         ax.fill_between(g.stage, g.ci_low, g.ci_high, color=st["color"], alpha=0.25 if not multi else 0.12,
                         lw=0, zorder=3)
         ax.plot(g.stage, g["mean"], color=st["color"], marker=st["marker"], ms=4, lw=st["lw"],
-                ls=SERIES_LINES[k % 4] if multi else "-", zorder=4)
+                ls=SERIES_LINES[k % len(SERIES_LINES)] if multi else "-", zorder=4)
 
 
 def _panel_title(ax: plt.Axes, method: str, verdicts: Optional[dict[str, str]]) -> None:
@@ -164,7 +164,7 @@ def _curves_legend(d: pd.DataFrame, controls: list[str], band: tuple[float, floa
     if judged is not None:
         handles.append(Line2D([], [], color="#555555", lw=0.8, ls=(0, (1, 2)), label="stage the verdict reads"))
     if series is not None:
-        handles += [Line2D([], [], color="#333333", ls=SERIES_LINES[k % 4], label=f"{series} {s}")
+        handles += [Line2D([], [], color="#333333", ls=SERIES_LINES[k % len(SERIES_LINES)], label=f"{series} {s}")
                     for k, s in enumerate(sorted(d[series].unique()))]
     return handles
 

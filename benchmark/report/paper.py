@@ -73,11 +73,16 @@ def _fmt(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{mean:.2f}"
 
 
+def bar_values(text: Any, model: str) -> dict[str, float] | None:
+    """The paper's MNIST bar-chart values of ``model`` for a test whose report text names that finding, else None."""
+    return paper_values()["data_randomization"]["values"].get(model) if text.paper == "data_randomization" else None
+
+
 def comparative_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame) -> list[tuple]:
     """The comparative report's "Beside the paper": the cascade's outcomes against the decided verdicts of every
     test whose report text names that finding, and the MNIST bars' values beside the data randomization runs'."""
     out: list[tuple] = [("h", 2, "Beside the paper"), ("p", paper_values()["citation"] + ".")]
-    casc = verdicts[verdicts.test.isin(_tests_with(verdicts, paper="cascading"))]
+    casc = verdicts[verdicts.test.isin(_tests_with_paper(verdicts, "cascading"))]
     if len(casc):
         rows = []
         for r in casc.itertuples():
@@ -97,7 +102,7 @@ def comparative_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame) -> list[tu
                           "higher layers were randomized) against this suite's decided verdicts, counted over metrics "
                           "the paper reports on and seeds."),
                     ("table", t.drop(columns=["sum", "count"]), False)]
-    dr = summary[summary.test.isin(_tests_with(summary, paper="data_randomization"))] if len(summary) else summary
+    dr = summary[summary.test.isin(_tests_with_paper(summary, "data_randomization"))] if len(summary) else summary
     if len(dr):
         comps = []
         for (model, data, seed), g in dr.groupby(["model", "data", "seed"], sort=False):
@@ -112,6 +117,6 @@ def comparative_blocks(verdicts: pd.DataFrame, summary: pd.DataFrame) -> list[tu
     return out
 
 
-def _tests_with(table: pd.DataFrame, **text: Any) -> list[str]:
-    """The tests of ``table`` whose report text has the given fields (``paper="cascading"``)."""
-    return [t for t in table.test.unique() if all(getattr(report_text_of(t, {}), k) == v for k, v in text.items())]
+def _tests_with_paper(table: pd.DataFrame, finding: str) -> list[str]:
+    """The tests of ``table`` whose report text sets ``finding`` of the paper beside their runs."""
+    return [t for t in table.test.unique() if report_text_of(t, {}).paper == finding]

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from benchmark import store
+from benchmark.checks import report_text_of
 from benchmark.config import VerdictConfig
 from benchmark.report import figures as F
 from benchmark.report import paper
 from benchmark.report.analysis import (NO_VERDICT, Analysis, analyze, expected_controls,
-                                       read_calibration, read_null, report_text)
+                                       read_calibration, read_null)
 from benchmark.report.render import markdown, to_html
 from benchmark.report.localization import localization_blocks, read_localization
 from benchmark.report.run_tables import (calibration_table, honesty_table, model_facts, null_table,
@@ -44,7 +45,7 @@ def write_run_report(run_dir: Path, df: pd.DataFrame, meta: dict[str, Any], arra
     calibration = read_calibration(run_dir)
     a = analyze(df, calibration, meta, rule, read_null(run_dir))
     store.atomic_write(run_dir / "summary.csv", lambda p: summary_csv(a, meta).to_csv(p, index=False))
-    text = report_text(meta["test"], meta)
+    text = report_text_of(meta["test"], meta)
     n_fig = min(n_figure_images, len(arrays["images"]))
     summary_figs = _summary_figures(run_dir, a, meta, text)
     map_figs = [] if "tokens" in arrays else _map_figures(run_dir, a, arrays, text, n_fig)
@@ -76,8 +77,7 @@ Figure = tuple[str, str, bytes]  # (file, caption, png)
 def _summary_figures(run_dir: Path, a: Analysis, meta: dict[str, Any], text: Any) -> list[Figure]:
     """The test's summary figure (``ReportText.figure``): one figure of bars, or one curve figure per metric."""
     if text.figure == "bars":
-        paper_vals = (paper.paper_values()["data_randomization"]["values"].get(meta["model"]["name"])
-                      if text.paper == "data_randomization" else None)
+        paper_vals = paper.bar_values(text, meta["model"]["name"])
         vmap = {(r.method, r.metric): r.verdict for r in a.verdicts.itertuples() if r.verdict != NO_VERDICT}
         name = f"figures/{meta['test']}.png"
         png = F.save_png(F.bars_figure(a.summary, a.bands, paper_vals, verdicts=vmap), run_dir / name)
